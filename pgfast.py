@@ -1,0 +1,2103 @@
+"""pgfast: asyncpg for FastAPI, raw SQL migrations, and a fresh database for every test.
+
+One file, standard library plus asyncpg (and FastAPI for the request dependencies), so it can
+be installed with pip or copied into a project as it is.
+
+    from fastapi import Depends, FastAPI
+    import pgfast
+
+    config = pgfast.DatabaseConfig(url="postgresql://app@localhost/app")
+    app = FastAPI(lifespan=pgfast.create_lifespan(config, migrate=True))
+
+    @app.get("/users")
+    async def users(conn=Depends(pgfast.get_db_connection)):
+        return [dict(r) for r in await conn.fetch("SELECT id, name FROM users")]
+
+Migrations are `{version}_{name}_up.sql` / `_down.sql` files in any directory named
+`migrations`; run them with `pgfast schema up` (or `python pgfast.py schema up`). Tests get a
+migrated database each from the `pgfast_pytest` plugin (`isolated_db`, `db_pool_factory`,
+`fixture_loader`, `db_with_fixtures`). `pgfast --help` lists every command.
+
+Version 0.9.0. MIT licence. https://github.com/pgfast/pgfast
+"""
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import graphlib
+import hashlib
+import heapq
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:  # asyncpg is imported where it is used, so `pgfast --help` starts fast.
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    # What pgfast's functions accept: a plain connection or one acquired from a pool.
+    _Connection = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+__version__: Final = "0.9.0"
+
+__all__ = [
+    # errors
+    "PgfastError",
+    "ConfigError",
+    "DatabaseUnavailableError",
+    "MigrationError",
+    "MigrationFileError",
+    "DependencyError",
+    "CycleError",
+    "ChecksumError",
+    "MigrationFailedError",
+    "LockTimeoutError",
+    # configuration
+    "DatabaseConfig",
+    "mask_url",
+    # pool and lifespan
+    "create_pool",
+    "close_pool",
+    "create_lifespan",
+    "get_db_pool",  # noqa: F822 (created on first access, see __getattr__)
+    "get_db_connection",  # noqa: F822
+    "get_db_health",  # noqa: F822
+    # row-level security
+    "create_rls_dependency",
+    # migrations
+    "Migration",
+    "MigrationStatus",
+    "discover_migrations",
+    "order_migrations",
+    "split_statements",
+    "create_migration",
+    "migration_status",
+    "apply_migrations",
+    "rollback_migrations",
+    "verify_migrations",
+    # test databases
+    "SqlFixture",
+    "IsolatedDatabases",
+    "discover_fixtures",
+    "select_fixtures",
+    "load_fixtures",
+    "template_hash",
+    "list_test_databases",
+    "cleanup_test_databases",
+    # command line
+    "main",
+]
+
+# ───────────────────────────────────────── constants ──────────────────────────────────────────
+
+LEDGER_TABLE: Final = "_pgfast_migrations"
+# Session-level advisory lock keys (bigint). Advisory locks are per database, so one key
+# serialises the migrations of one database without touching any other.
+MIGRATION_LOCK_KEY: Final = 0x7067_6661_7374_6D67  # "pgfastmg"
+TEMPLATE_LOCK_KEY: Final = 0x7067_6661_7374_7470  # "pgfasttp"
+LOCK_POLL_SECONDS: Final = 0.1
+DEFAULT_LOCK_TIMEOUT: Final = 300.0
+DEFAULT_URL_FOR_TESTS: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+_MIGRATION_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_(?P<kind>up|down)\.sql")
+_FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fixture\.sql")
+_MIGRATION_NAME: Final = re.compile(r"[a-z0-9_]+")
+_DEPENDS_ON: Final = re.compile(r"--\s*depends_on\s*:(?P<versions>.*)", re.IGNORECASE)
+_NO_TRANSACTION: Final = re.compile(r"--\s*pgfast\s*:\s*no-transaction\s*$", re.IGNORECASE)
+_CUSTOM_SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_BUILTIN_SETTING: Final = re.compile(r"[a-z_][a-z0-9_]*")
+_DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+# Directories that auto-discovery never walks into (besides hidden ones and virtualenvs).
+_PRUNED_DIRS: Final = frozenset({"site-packages", "node_modules", "__pycache__"})
+
+logger: Final = logging.getLogger("pgfast")
+_T = TypeVar("_T")
+
+# ─────────────────────────────────────────── errors ───────────────────────────────────────────
+
+
+class PgfastError(Exception):
+    """Root of every error pgfast raises on purpose; its message is meant for the user."""
+
+
+class ConfigError(PgfastError, ValueError):
+    """A setting has a value pgfast cannot use; the message names the setting and the fix."""
+
+
+class DatabaseUnavailableError(PgfastError, ConnectionError):
+    """PostgreSQL could not be reached or refused the connection."""
+
+
+class MigrationError(PgfastError):
+    """Root of the migration errors."""
+
+
+class MigrationFileError(MigrationError, ValueError):
+    """A migration or fixture file is misnamed, duplicated or lacks its counterpart."""
+
+    def __init__(self, message: str, paths: Sequence[Path] = ()) -> None:
+        super().__init__(message)
+        self.paths = tuple(paths)
+
+
+class DependencyError(MigrationError, ValueError):
+    """A `-- depends_on:` names a version that does not exist."""
+
+
+class CycleError(DependencyError):
+    """Migrations depend on each other in a circle; `cycle` holds the versions in order."""
+
+    def __init__(self, message: str, cycle: Sequence[int]) -> None:
+        super().__init__(message)
+        self.cycle = tuple(cycle)
+
+
+class ChecksumError(MigrationError):
+    """Applied migrations whose files changed or vanished; `problems` lists each of them."""
+
+    def __init__(self, message: str, problems: Sequence["MigrationStatus"]) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+
+class MigrationFailedError(MigrationError):
+    """A migration failed and was rolled back; `applied` lists those of this run that stay."""
+
+    def __init__(
+        self, message: str, migration: "Migration", applied: Sequence["Migration"], line: int | None
+    ) -> None:
+        super().__init__(message)
+        self.migration = migration
+        self.applied = tuple(applied)
+        self.line = line
+
+
+class LockTimeoutError(PgfastError, TimeoutError):
+    """Another process held pgfast's advisory lock for longer than the allowed wait."""
+
+
+# ─────────────────────────────────────── configuration ────────────────────────────────────────
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    """Where the database is and how pgfast talks to it.
+
+    Sizes are connections, times are seconds. `pgbouncer=True` turns asyncpg's statement
+    cache off, which PgBouncer < 1.21 in transaction mode needs (prepared statements would
+    otherwise land on another client's server connection). `init` runs on every new
+    connection (codecs, `search_path`). `None` directories mean auto-discovery.
+    """
+
+    url: str
+    min_connections: int = 5
+    max_connections: int = 20
+    timeout: float = 10.0
+    command_timeout: float | None = None
+    statement_cache_size: int = 100
+    server_settings: Mapping[str, str] | None = None
+    migrations_dirs: Sequence[str | Path] | None = None
+    fixtures_dirs: Sequence[str | Path] | None = None
+    pgbouncer: bool = False
+    init: Callable[["asyncpg.Connection[Any]"], Awaitable[None]] | None = None
+
+    def __post_init__(self) -> None:
+        _check_url(self.url, "DatabaseConfig.url")
+        if self.min_connections < 0:
+            self._bad("min_connections", self.min_connections, "use 0 or more")
+        if self.max_connections < 1:
+            self._bad("max_connections", self.max_connections, "use 1 or more")
+        if self.min_connections > self.max_connections:
+            raise ConfigError(
+                f"DatabaseConfig.min_connections={self.min_connections} is larger than "
+                f"max_connections={self.max_connections}; lower min_connections or raise max_connections"
+            )
+        if not self.timeout > 0:
+            self._bad("timeout", self.timeout, "use a positive number of seconds")
+        if self.command_timeout is not None and not self.command_timeout > 0:
+            self._bad("command_timeout", self.command_timeout, "use None (no limit) or positive seconds")
+        if self.statement_cache_size < 0:
+            self._bad("statement_cache_size", self.statement_cache_size, "use 0 (off) or more")
+        for field in ("migrations_dirs", "fixtures_dirs"):
+            value = getattr(self, field)
+            if isinstance(value, (str, Path)):  # a lone path would otherwise be split into letters
+                object.__setattr__(self, field, (value,))
+            elif value is not None:
+                object.__setattr__(self, field, tuple(value))
+
+    def __repr__(self) -> str:
+        return (
+            f"DatabaseConfig(url={mask_url(self.url)!r}, min_connections={self.min_connections}, "
+            f"max_connections={self.max_connections}, timeout={self.timeout}, pgbouncer={self.pgbouncer})"
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "DatabaseConfig":
+        """Build a config from `DATABASE_URL`, `PGFAST_MIGRATIONS_DIRS`, `PGFAST_FIXTURES_DIRS`."""
+        values: dict[str, Any] = {
+            "url": os.environ.get("DATABASE_URL"),
+            "migrations_dirs": _dirs_from_env("PGFAST_MIGRATIONS_DIRS"),
+            "fixtures_dirs": _dirs_from_env("PGFAST_FIXTURES_DIRS"),
+        }
+        values.update(overrides)
+        if not values["url"]:
+            raise ConfigError(
+                "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME"
+            )
+        return cls(**values)
+
+    @classmethod
+    def for_tests(cls, root: str | Path | None = None, **overrides: Any) -> "DatabaseConfig":
+        """The config test databases use: `TEST_DATABASE_URL` (default: local `postgres`), and
+        `PGFAST_MIGRATIONS_DIRS` / `PGFAST_FIXTURES_DIRS`, else the directories under `root`."""
+        base = Path(root) if root is not None else Path.cwd()
+        values: dict[str, Any] = {
+            "url": os.environ.get("TEST_DATABASE_URL") or DEFAULT_URL_FOR_TESTS,
+            "migrations_dirs": _dirs_from_env("PGFAST_MIGRATIONS_DIRS")
+            or _find_named_dirs(base, "migrations"),
+            "fixtures_dirs": _dirs_from_env("PGFAST_FIXTURES_DIRS") or _find_named_dirs(base, "fixtures"),
+        }
+        return cls(**(values | overrides))
+
+    def pool_options(self) -> dict[str, Any]:
+        """The keyword arguments this config gives `asyncpg.create_pool`."""
+        return {
+            "dsn": self.url,
+            "min_size": self.min_connections,
+            "max_size": self.max_connections,
+            "timeout": self.timeout,
+            "command_timeout": self.command_timeout,
+            "statement_cache_size": 0 if self.pgbouncer else self.statement_cache_size,
+            "server_settings": dict(self.server_settings or {}),
+            "init": self.init,
+        }
+
+    def _bad(self, field: str, value: object, fix: str) -> None:
+        raise ConfigError(f"DatabaseConfig.{field}={value!r} is invalid; {fix}")
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with any password replaced by `***`, for logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = parts.query
+    if "password" in query.lower():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _check_url(url: object, where: str) -> None:
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{where} is empty; use postgresql://USER@HOST:5432/DBNAME")
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("postgres", "postgresql"):
+        raise ConfigError(
+            f"{where}={mask_url(url)!r} is not a PostgreSQL URL; "
+            "it must start with postgresql:// or postgres://"
+        )
+    try:
+        _ = urlsplit(url).port  # parsing the port is what validates it
+    except ValueError as exc:
+        raise ConfigError(f"{where}={mask_url(url)!r} has an invalid port: {exc}") from exc
+
+
+def _describe_target(url: str) -> str:
+    """`host:port/database` of a URL, with the defaults libpq would use."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    host = parts.hostname or query.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = parts.port or query.get("port") or os.environ.get("PGPORT") or 5432
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname") or parts.username or "postgres"
+    return f"{host}:{port}/{database}"
+
+
+def _dirs_from_env(variable: str) -> tuple[str, ...] | None:
+    value = os.environ.get(variable, "")
+    dirs = tuple(d for d in value.split(os.pathsep) if d)
+    return dirs or None
+
+
+# ───────────────────────────────────── pool and lifespan ──────────────────────────────────────
+
+
+async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool":
+    """Open an asyncpg pool and prove it with one round trip.
+
+    Connection refusals (a database still starting) are retried with back-off until
+    `config.timeout` has passed; wrong passwords or unknown databases fail at once.
+    """
+    import asyncpg
+
+    options = config.pool_options() | overrides
+    deadline = time.monotonic() + config.timeout
+    delay = 0.05
+    while True:
+        try:
+            pool = await asyncpg.create_pool(**options)
+            try:
+                async with pool.acquire(timeout=config.timeout) as conn:
+                    await conn.fetchval("SELECT 1")
+            except BaseException:
+                pool.terminate()
+                raise
+            return pool
+        except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise _unavailable(config.url, exc, f"after {config.timeout:g}s of retries") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _unavailable(config.url, exc, "") from exc
+
+
+async def close_pool(pool: "asyncpg.Pool", timeout: float = 10.0) -> None:
+    """Close `pool` gracefully; terminate what is still held after `timeout` or on cancel."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        logger.warning("pgfast: pool did not close within %gs; terminating its connections", timeout)
+        pool.terminate()
+    except asyncio.CancelledError:
+        pool.terminate()
+        raise
+
+
+def create_lifespan(
+    config: DatabaseConfig, *, migrate: bool = False, close_timeout: float = 10.0
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan that owns one pool: `FastAPI(lifespan=create_lifespan(config))`.
+
+    The pool is stored as `app.state.pgfast_pool`. With `migrate=True` pending migrations are
+    applied before the app serves, under the migration lock, so replicas may start together.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        if migrate:
+            await _migrate_on_startup(config)
+        pool = await create_pool(config)
+        app.state.pgfast_pool = pool
+        app.state.pgfast_config = config
+        try:
+            yield
+        finally:
+            app.state.pgfast_pool = None
+            await close_pool(pool, close_timeout)
+
+    return lifespan
+
+
+async def _migrate_on_startup(config: DatabaseConfig) -> None:
+    migrations = discover_migrations(config.migrations_dirs)
+    conn = await _connect(config.url, timeout=config.timeout, application_name="pgfast migrate")
+    try:
+        applied = await apply_migrations(conn, migrations)
+    finally:
+        await conn.close()
+    if applied:
+        logger.info("pgfast: applied %d migration(s) on startup", len(applied))
+
+
+async def _connect(url: str, *, timeout: float = 10.0, application_name: str = "pgfast") -> "_Connection":
+    """One connection with no command timeout and no statement cache, for maintenance work."""
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(
+            url,
+            timeout=timeout,
+            statement_cache_size=0,
+            server_settings={"application_name": application_name},
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _unavailable(url, exc, "") from exc
+
+
+def _unavailable(url: str, exc: BaseException, when: str) -> DatabaseUnavailableError:
+    reason = str(exc).strip() or type(exc).__name__
+    detail = f" {when}" if when else ""
+    return DatabaseUnavailableError(
+        f"cannot connect to PostgreSQL at {_describe_target(url)}{detail}: {reason} "
+        f"(url {mask_url(url)}; check that the server runs and the URL is right)"
+    )
+
+
+# FastAPI reads a dependency's parameters from its annotations and defaults, so the functions
+# below need Starlette's real `Request` class and FastAPI's `Depends`. Importing FastAPI costs
+# over half a second that `pgfast --help` and the migration commands must not pay, so these
+# dependencies are created on first access through the module `__getattr__` (PEP 562). Each is
+# created once: `app.dependency_overrides[pgfast.get_db_pool]` redirects every user of it.
+_REQUEST_DEPENDENCIES: Final = ("get_db_pool", "get_db_connection", "get_db_health")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REQUEST_DEPENDENCIES:
+        return _request_dependencies()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _request_dependencies() -> dict[str, Callable[..., Any]]:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+    from fastapi import Depends, HTTPException, Request
+
+    async def get_db_pool(request: Request) -> asyncpg.Pool:
+        """The application's pool, as stored by `create_lifespan`."""
+        pool: asyncpg.Pool | None = getattr(request.app.state, "pgfast_pool", None)
+        if pool is None:
+            raise PgfastError(
+                "no pgfast pool on this app; create it with FastAPI(lifespan=pgfast.create_lifespan(config))"
+            )
+        return pool
+
+    async def get_db_connection(
+        request: Request, pool: asyncpg.Pool = Depends(get_db_pool)
+    ) -> AsyncIterator[PoolConnectionProxy[Any]]:
+        """One pooled connection for the whole request, released when the request ends."""
+        config: DatabaseConfig | None = getattr(request.app.state, "pgfast_config", None)
+        wait = config.timeout if config else DatabaseConfig.timeout
+        try:
+            conn = await pool.acquire(timeout=wait)
+        except TimeoutError:
+            raise HTTPException(
+                status_code=503,
+                detail=f"database busy: no connection became free within {wait:g}s",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    async def get_db_health(pool: asyncpg.Pool = Depends(get_db_pool)) -> dict[str, Any]:
+        """`SELECT 1` within 2 s and the pool's size: a liveness/readiness probe."""
+        try:
+            async with pool.acquire(timeout=2.0) as conn:
+                await conn.fetchval("SELECT 1", timeout=2.0)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise HTTPException(status_code=503, detail=f"database unavailable: {exc}") from None
+        return {
+            "status": "ok",
+            "pool": {"size": pool.get_size(), "idle": pool.get_idle_size(), "max": pool.get_max_size()},
+        }
+
+    return {
+        "get_db_pool": get_db_pool,
+        "get_db_connection": get_db_connection,
+        "get_db_health": get_db_health,
+    }
+
+
+# ─────────────────────────────────────── row-level security ───────────────────────────────────
+
+
+def create_rls_dependency(
+    settings_provider: Callable[..., Any], *, allow_settings: Iterable[str] = ()
+) -> Callable[..., Awaitable["_Connection"]]:
+    """A dependency yielding the request's connection inside a transaction with RLS settings.
+
+    `settings_provider` is itself a FastAPI dependency (sync or async, it may take `Request` or
+    other dependencies) returning `{setting name: value}`. The settings are applied with
+    `set_config(name, value, true)`, so they end with the transaction and cannot leak to the next
+    user of the connection, also behind PgBouncer in transaction mode. The transaction commits
+    before the response is sent (a failed COMMIT is a 500, not a 200 with nothing stored) and
+    rolls back when the handler raises.
+
+    Only custom dotted names (`app.tenant_id`) are accepted; built-in settings such as `role` or
+    `search_path` must be named in `allow_settings`, so request data cannot switch roles.
+    """
+    from fastapi import Depends
+
+    allowed = frozenset(allow_settings)
+    for name in allowed:
+        if not (_BUILTIN_SETTING.fullmatch(name) or _CUSTOM_SETTING.fullmatch(name)):
+            raise ConfigError(f"allow_settings names {name!r}, which is not a PostgreSQL setting name")
+    get_db_connection = _request_dependencies()["get_db_connection"]
+    bypass_checked = False
+
+    async def rls_transaction(
+        conn: Any = Depends(get_db_connection), settings: Any = Depends(settings_provider)
+    ) -> AsyncIterator[Any]:
+        nonlocal bypass_checked
+        # BEGIN and every setting travel in one simple-query round trip.
+        await conn.execute(_rls_begin_sql(settings, allowed))
+        try:
+            if not bypass_checked:
+                bypass_checked = True
+                await _warn_if_rls_bypassed(conn)
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                await conn.execute("ROLLBACK")
+            raise
+        # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK and no error.
+        if await conn.execute("COMMIT") != "COMMIT":
+            raise PgfastError("the request's transaction had failed and was rolled back on COMMIT")
+
+    async def rls_connection(conn: Any = Depends(rls_transaction, scope="function")) -> Any:
+        return conn
+
+    return rls_connection
+
+
+def _rls_begin_sql(settings: Mapping[str, object], allowed: frozenset[str]) -> str:
+    """`BEGIN; SELECT set_config(...), ...` with every name checked and every value quoted."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(
+            f"the RLS settings provider returned {type(settings).__name__}; it must return a dict "
+            "of setting name to value"
+        )
+    calls = []
+    for name, value in settings.items():
+        if not isinstance(name, str) or not (name in allowed or _CUSTOM_SETTING.fullmatch(name)):
+            raise ConfigError(
+                f"RLS setting {name!r} refused: only custom dotted names like 'app.tenant_id' are "
+                "allowed; name built-in settings in create_rls_dependency(allow_settings=...)"
+            )
+        if value is None or isinstance(value, (bytes, bytearray)):
+            raise ConfigError(f"RLS setting {name!r} has value {value!r}; use a str (or int)")
+        calls.append(f"set_config({_quote_literal(name)}, {_quote_literal(str(value))}, true)")
+    return "BEGIN" if not calls else "BEGIN; SELECT " + ", ".join(calls)
+
+
+def _quote_literal(value: str) -> str:
+    """A PostgreSQL string literal for `value`, valid whatever standard_conforming_strings says.
+
+    An E'' literal always treats backslash as an escape, so doubling backslashes and quotes is
+    all it takes; NUL is the one character PostgreSQL text cannot hold.
+    """
+    if "\x00" in value:
+        raise ConfigError("an RLS setting value contains a NUL character, which PostgreSQL text cannot hold")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+async def _warn_if_rls_bypassed(conn: "_Connection") -> None:
+    row = await conn.fetchrow(
+        "SELECT current_user AS name, rolsuper OR rolbypassrls AS bypass "
+        "FROM pg_roles WHERE rolname = current_user"
+    )
+    if row and row["bypass"]:
+        logger.warning(
+            "pgfast: RLS dependency runs as role %r, a superuser or BYPASSRLS role: row-level "
+            "security policies do not apply to it, so they isolate nothing; connect as an "
+            "ordinary role that does not own the tables",
+            row["name"],
+        )
+
+
+# ──────────────────────────────── migrations: model and discovery ─────────────────────────────
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """One `{version}_{name}_up.sql` file, its optional down file and its header."""
+
+    version: int
+    name: str
+    up_path: Path
+    down_path: Path | None
+    sql: str
+    checksum: str
+    depends_on: tuple[int, ...] = ()
+    no_transaction: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.name}"
+
+    def read_down(self) -> str:
+        """The down file's SQL; raises if there is none."""
+        if self.down_path is None:
+            raise MigrationFileError(f"migration {self.label} has no down file", [self.up_path])
+        return _read_sql(self.down_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationStatus:
+    """A migration's state in one database: applied, pending, modified or missing (no file)."""
+
+    version: int
+    name: str
+    state: Literal["applied", "pending", "modified", "missing"]
+    applied_at: dt.datetime | None = None
+    migration: Migration | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        applied_at = self.applied_at.isoformat() if self.applied_at else None
+        return {"version": self.version, "name": self.name, "state": self.state, "applied_at": applied_at}
+
+
+def discover_migrations(
+    dirs: Iterable[str | Path] | None = None, *, root: str | Path | None = None
+) -> list[Migration]:
+    """Find and parse every migration, sorted by version.
+
+    `dirs` (e.g. `config.migrations_dirs`) wins; else `PGFAST_MIGRATIONS_DIRS`; else every
+    directory named `migrations` under `root` (default: the current directory). Misnamed
+    files, down files without an up file and duplicate versions are errors naming the files.
+    """
+    ups: dict[int, Path] = {}
+    downs: dict[int, Path] = {}
+    for path in _sql_files(dirs, "migrations", root):
+        if not path.name.endswith(("_up.sql", "_down.sql")):
+            continue
+        match = _MIGRATION_FILE.fullmatch(path.name)
+        if not match or int(match["version"]) == 0:
+            raise MigrationFileError(
+                f"{path}: cannot parse this migration file name; name it VERSION_NAME_up.sql or "
+                "VERSION_NAME_down.sql with VERSION a positive integer and NAME of [a-z0-9_], "
+                "e.g. 20250101120000_create_users_up.sql",
+                [path],
+            )
+        version = int(match["version"])
+        found = ups if match["kind"] == "up" else downs
+        if version in found:
+            raise MigrationFileError(
+                f"two migrations have version {version}: {found[version]} and {path}; "
+                "give one of them a new version (pgfast schema create makes unique ones)",
+                [found[version], path],
+            )
+        found[version] = path
+    migrations = []
+    for version, path in sorted(ups.items()):
+        down = downs.pop(version, None)
+        if down is not None and down.name != path.name.replace("_up.sql", "_down.sql"):
+            raise MigrationFileError(
+                f"{down}: the down file's name does not match its up file {path.name}; rename it "
+                f"to {path.name.replace('_up.sql', '_down.sql')}",
+                [down, path],
+            )
+        migrations.append(_parse_migration(version, path, down))
+    if downs:
+        orphans = sorted(downs.values())
+        raise MigrationFileError(
+            "down file(s) without an up file: "
+            + ", ".join(map(str, orphans))
+            + "; add the matching _up.sql or delete them",
+            orphans,
+        )
+    return migrations
+
+
+def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
+    sql = _read_sql(up)
+    depends_on: list[int] = []
+    no_transaction = False
+    for line in sql.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break  # the header is the leading block of comments
+        if match := _DEPENDS_ON.match(line):
+            for item in re.split(r"[\s,]+", match["versions"].strip()):
+                if not item:
+                    continue
+                if not item.isdigit():
+                    raise MigrationFileError(
+                        f"{up}: depends_on lists {item!r}, which is not a version number; "
+                        "write e.g. '-- depends_on: 20250101000000, 20250102000000'",
+                        [up],
+                    )
+                depends_on.append(int(item))
+        elif _NO_TRANSACTION.match(line):
+            no_transaction = True
+    name = _MIGRATION_FILE.fullmatch(up.name)["name"]  # type: ignore[index]
+    return Migration(
+        version=version,
+        name=name,
+        up_path=up,
+        down_path=down,
+        sql=sql,
+        checksum=_checksum(sql),
+        depends_on=tuple(sorted(set(depends_on))),
+        no_transaction=no_transaction,
+    )
+
+
+def _read_sql(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigrationFileError(f"{path}: not valid UTF-8 ({exc}); save it as UTF-8", [path]) from exc
+
+
+def _checksum(sql: str) -> str:
+    """SHA-256 of the SQL with line endings normalised, so a CRLF checkout is no modification."""
+    normalised = sql.replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def _legacy_checksum(migration: Migration) -> str:
+    """The checksum pgfast 0.8 stored: SHA-256 of the up file's bytes, then the down file's."""
+    digest = hashlib.sha256(migration.up_path.read_bytes())
+    if migration.down_path is not None:
+        digest.update(migration.down_path.read_bytes())
+    return digest.hexdigest()
+
+
+def _sql_files(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path | None) -> list[Path]:
+    """Every .sql file under the configured (or discovered) directories, sorted, without repeats."""
+    variable = f"PGFAST_{dirname.upper()}_DIRS"
+    setting = f"{dirname}_dirs"
+    if dirs is None:
+        dirs = _dirs_from_env(variable)
+        setting = variable
+    if dirs is not None:
+        bases = [Path(d) for d in dirs]
+        for base in bases:
+            if not base.is_dir():
+                raise ConfigError(
+                    f"{setting} names {str(base)!r}, which is not a directory; create it or fix the setting"
+                )
+    else:
+        bases = _find_named_dirs(Path(root) if root is not None else Path.cwd(), dirname)
+    seen: dict[Path, Path] = {}
+    for base in bases:
+        for folder, subdirs, files in os.walk(base):
+            subdirs[:] = sorted(d for d in subdirs if not _is_pruned(Path(folder, d)))
+            for file in files:
+                if file.endswith(".sql"):
+                    path = Path(folder, file)
+                    seen.setdefault(path.resolve(), path)
+    return sorted(seen.values())
+
+
+def _find_named_dirs(root: Path, dirname: str) -> list[Path]:
+    """Directories called `dirname` under `root`; a match is not searched for nested matches."""
+    found = []
+    for folder, subdirs, _files in os.walk(root):
+        keep = []
+        for name in sorted(subdirs):
+            path = Path(folder, name)
+            if name == dirname:
+                found.append(path)
+            elif not _is_pruned(path):
+                keep.append(name)
+        subdirs[:] = keep
+    return found
+
+
+def _is_pruned(path: Path) -> bool:
+    """Hidden directories, virtualenvs and package caches are never searched."""
+    name = path.name
+    return name.startswith(".") or name in _PRUNED_DIRS or (path / "pyvenv.cfg").exists()
+
+
+# ─────────────────────────────── migrations: ordering and splitting ───────────────────────────
+
+
+def order_migrations(migrations: Iterable[Migration]) -> list[Migration]:
+    """Topological order of `depends_on`, ties broken by the lower version first.
+
+    Raises `DependencyError` for an unknown version and `CycleError` naming the whole cycle.
+    """
+    by_version = {m.version: m for m in migrations}
+    for m in by_version.values():
+        for dep in m.depends_on:
+            if dep not in by_version:
+                raise DependencyError(
+                    f"{m.up_path}: depends_on {dep}, but no migration has version {dep}; "
+                    "fix the version or add that migration"
+                )
+    sorter = graphlib.TopologicalSorter({v: m.depends_on for v, m in by_version.items()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        # graphlib reports the cycle against the edges, so reversed it reads "needs".
+        cycle = list(reversed(exc.args[1]))
+        path = " -> ".join(by_version[v].label for v in cycle)
+        raise CycleError(
+            f"migrations depend on each other in a cycle: {path} (each needs the next); "
+            "remove one of these depends_on lines",
+            cycle,
+        ) from None
+    ready = list(sorter.get_ready())
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        version = heapq.heappop(ready)
+        order.append(by_version[version])
+        sorter.done(version)
+        for newly_ready in sorter.get_ready():
+            heapq.heappush(ready, newly_ready)
+    return order
+
+
+def split_statements(sql: str) -> list[tuple[int, str]]:
+    """Split SQL at top-level semicolons into `(offset, statement)` pairs.
+
+    Quotes, E'' strings, quoted identifiers, dollar quotes and both comment styles are
+    respected; pieces holding nothing but comments and white space are dropped.
+    """
+    statements = []
+    start = i = 0
+    has_code = False
+    n = len(sql)
+    while i < n:
+        c = sql[i]
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        if sql.startswith("/*", i):
+            i = _skip_block_comment(sql, i)
+            continue
+        if c == ";":
+            if has_code:
+                statements.append((start, sql[start:i]))
+            start, has_code = i + 1, False
+        elif c == "'":
+            escapes = i > 0 and sql[i - 1] in "eE" and not (i > 1 and _is_word_char(sql[i - 2]))
+            i = _skip_quoted(sql, i, "'", backslash=escapes)
+            has_code = True
+            continue
+        elif c == '"':
+            i = _skip_quoted(sql, i, '"', backslash=False)
+            has_code = True
+            continue
+        elif c == "$" and not (i > 0 and _is_word_char(sql[i - 1])) and (tag := _DOLLAR_TAG.match(sql, i)):
+            end = sql.find(tag.group(), tag.end())
+            i = n if end < 0 else end + len(tag.group())
+            has_code = True
+            continue
+        elif not c.isspace():
+            has_code = True
+        i += 1
+    if has_code:
+        statements.append((start, sql[start:]))
+    return statements
+
+
+def _is_word_char(c: str) -> bool:
+    return c.isalnum() or c in "_$"
+
+
+def _skip_quoted(sql: str, i: int, quote: str, *, backslash: bool) -> int:
+    """Index just past the literal or identifier opening at `i` (a doubled quote escapes)."""
+    i += 1
+    while i < len(sql):
+        c = sql[i]
+        if backslash and c == "\\":
+            i += 2
+            continue
+        if c == quote:
+            if sql.startswith(quote, i + 1):
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return i
+
+
+def _skip_block_comment(sql: str, i: int) -> int:
+    """Index just past the (possibly nested) /* comment */ opening at `i`."""
+    depth = 0
+    while i < len(sql):
+        if sql.startswith("/*", i):
+            depth, i = depth + 1, i + 2
+        elif sql.startswith("*/", i):
+            depth, i = depth - 1, i + 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return i
+
+
+def create_migration(
+    module_path: str | Path, name: str, *, now: dt.datetime | None = None
+) -> tuple[Path, Path]:
+    """Write an empty `_up.sql`/`_down.sql` pair into `module_path/migrations`; never overwrite.
+
+    The version is the UTC time as YYYYMMDDHHMMSS, moved on by a second while it is taken.
+    """
+    if not _MIGRATION_NAME.fullmatch(name):
+        suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "add_users"
+        raise ConfigError(f"migration name {name!r} must use only a-z, 0-9 and _; e.g. {suggestion!r}")
+    folder = Path(module_path)
+    if folder.name != "migrations":
+        folder = folder / "migrations"
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = {int(m[1]) for p in folder.rglob("*.sql") if (m := re.match(r"([0-9]+)_", p.name))}
+    moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    while int(moment.strftime("%Y%m%d%H%M%S")) in taken:
+        moment += dt.timedelta(seconds=1)
+    version = moment.strftime("%Y%m%d%H%M%S")
+    up = folder / f"{version}_{name}_up.sql"
+    down = folder / f"{version}_{name}_down.sql"
+    with up.open("x", encoding="utf-8") as f:
+        f.write(
+            f"-- {version}_{name}: up\n"
+            "-- Header comments pgfast reads (keep them at the top):\n"
+            "--   '-- depends_on: VERSION, ...'   apply after these migrations\n"
+            "--   '-- pgfast: no-transaction'     run outside a transaction (CREATE INDEX CONCURRENTLY)\n"
+        )
+    with down.open("x", encoding="utf-8") as f:
+        f.write(f"-- {version}_{name}: down (undo the up file)\n")
+    return up, down
+
+
+# ─────────────────────────── migrations: apply, rollback, status, verify ──────────────────────
+
+
+async def migration_status(conn: "_Connection", migrations: Sequence[Migration]) -> list[MigrationStatus]:
+    """Every migration's state, sorted by version; reads only (creates no ledger)."""
+    return _statuses(migrations, await _read_ledger(conn))
+
+
+async def verify_migrations(conn: "_Connection", migrations: Sequence[Migration]) -> list[MigrationStatus]:
+    """The applied migrations whose file changed (`modified`) or vanished (`missing`)."""
+    return [s for s in await migration_status(conn, migrations) if s.state in ("modified", "missing")]
+
+
+async def apply_migrations(
+    conn: "_Connection",
+    migrations: Sequence[Migration],
+    *,
+    target: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    timeout: float | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    on_applied: Callable[[Migration, float], None] | None = None,
+) -> list[Migration]:
+    """Apply pending migrations in dependency order; return those applied (or planned).
+
+    Each migration commits with its ledger row in one transaction (`-- pgfast: no-transaction`
+    ones run statement by statement and are recorded after the last). Concurrent callers are
+    serialised by an advisory lock, so every migration is applied exactly once. `timeout` is a
+    server-side statement_timeout in seconds (None: no limit); `dry_run` changes nothing, not
+    even the ledger. Applied files that changed or vanished stop the run unless `force`.
+    """
+    ordered = order_migrations(migrations)
+    if dry_run:
+        return _plan_up(ordered, await _read_ledger(conn), target, force=force)
+    applied: list[Migration] = []
+    async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema migration"):
+        ledger = await _ensure_ledger(conn, ordered)
+        plan = _plan_up(ordered, ledger, target, force=force)
+        async with _statement_timeout(conn, timeout):
+            for m in plan:
+                started = time.perf_counter()
+                await _run_migration(conn, m, m.sql, m.no_transaction, _record_sql(m), applied)
+                applied.append(m)
+                if on_applied:
+                    on_applied(m, time.perf_counter() - started)
+    return applied
+
+
+async def rollback_migrations(
+    conn: "_Connection",
+    migrations: Sequence[Migration],
+    *,
+    steps: int | None = None,
+    target: int | None = None,
+    dry_run: bool = False,
+    timeout: float | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    on_rolled_back: Callable[[Migration, float], None] | None = None,
+) -> list[Migration]:
+    """Roll back the last `steps` applied migrations (default 1), or all applied after `target`.
+
+    Newest first by apply order. Every migration in the plan must have a down file, and none
+    may be needed by an applied migration outside the plan; both are checked before anything
+    runs. `target=0` rolls back everything.
+    """
+    ordered = order_migrations(migrations)
+    if dry_run:
+        return _plan_down(ordered, await _read_ledger(conn), steps, target)
+    done: list[Migration] = []
+    async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema rollback"):
+        plan = _plan_down(ordered, await _read_ledger(conn), steps, target)
+        async with _statement_timeout(conn, timeout):
+            for m in plan:
+                started = time.perf_counter()
+                down_sql = m.read_down()
+                no_transaction = any(_NO_TRANSACTION.match(line.strip()) for line in _header(down_sql))
+                forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
+                await _run_migration(conn, m, down_sql, no_transaction, forget, done, down=True)
+                done.append(m)
+                if on_rolled_back:
+                    on_rolled_back(m, time.perf_counter() - started)
+    return done
+
+
+# A ledger as read from the database: None when the table does not exist yet.
+_Ledger = list[Mapping[str, Any]] | None
+
+
+async def _read_ledger(conn: "_Connection") -> _Ledger:
+    if await conn.fetchval("SELECT to_regclass($1) IS NULL", LEDGER_TABLE):
+        return None
+    rows: list[Mapping[str, Any]] = list(await conn.fetch(f"SELECT * FROM {LEDGER_TABLE}"))
+    return sorted(rows, key=_apply_position)
+
+
+def _apply_position(row: Mapping[str, Any]) -> tuple[int, Any, int]:
+    # pgfast 0.8 rows have no apply_order until upgraded; they were applied first.
+    return (row.get("apply_order") or 0, row["applied_at"], row["version"])
+
+
+async def _ensure_ledger(conn: "_Connection", migrations: Sequence[Migration]) -> list[Mapping[str, Any]]:
+    """Create or upgrade the ledger (caller holds the migration lock) and return its rows."""
+    ledger = await _read_ledger(conn)
+    # A Record's `in` looks at values, so ask its keys.
+    if not ledger or "apply_order" not in ledger[0].keys():  # noqa: SIM118
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+                    version bigint PRIMARY KEY,
+                    name text NOT NULL,
+                    checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now());
+                ALTER TABLE {LEDGER_TABLE}
+                    ADD COLUMN IF NOT EXISTS apply_order bigint,
+                    ADD COLUMN IF NOT EXISTS duration_ms double precision;
+                UPDATE {LEDGER_TABLE} AS l SET apply_order = o.n
+                    FROM (SELECT version, row_number() OVER (ORDER BY applied_at, version) AS n
+                          FROM {LEDGER_TABLE}) AS o
+                    WHERE l.version = o.version AND l.apply_order IS NULL;"""
+        )
+    # Rows written by pgfast 0.8 carry its checksum (up + down bytes): adopt the current one.
+    by_version = {m.version: m for m in migrations}
+    for row in ledger or ():
+        m = by_version.get(row["version"])
+        if m and row["checksum"] != m.checksum and row["checksum"] == _legacy_checksum(m):
+            await conn.execute(
+                f"UPDATE {LEDGER_TABLE} SET checksum = $1 WHERE version = $2", m.checksum, m.version
+            )
+    return await _read_ledger(conn) or []
+
+
+def _statuses(migrations: Sequence[Migration], ledger: _Ledger) -> list[MigrationStatus]:
+    rows = {row["version"]: row for row in ledger or ()}
+    statuses = []
+    for m in migrations:
+        row = rows.pop(m.version, None)
+        if row is None:
+            statuses.append(MigrationStatus(m.version, m.name, "pending", None, m))
+            continue
+        same = row["checksum"] in (m.checksum, None) or row["checksum"] == _legacy_checksum(m)
+        statuses.append(
+            MigrationStatus(m.version, m.name, "applied" if same else "modified", row["applied_at"], m)
+        )
+    for row in rows.values():
+        statuses.append(MigrationStatus(row["version"], row["name"], "missing", row["applied_at"], None))
+    return sorted(statuses, key=lambda s: s.version)
+
+
+def _describe_problems(problems: Sequence[MigrationStatus]) -> str:
+    parts = []
+    for s in problems:
+        if s.state == "modified" and s.migration:
+            parts.append(f"{s.migration.up_path} changed after it was applied")
+        else:
+            parts.append(f"{s.version}_{s.name} was applied but its file is gone")
+    return "; ".join(parts)
+
+
+def _plan_up(
+    ordered: Sequence[Migration], ledger: _Ledger, target: int | None, *, force: bool
+) -> list[Migration]:
+    problems = [s for s in _statuses(ordered, ledger) if s.state in ("modified", "missing")]
+    if problems and not force:
+        raise ChecksumError(
+            f"refusing to migrate: {_describe_problems(problems)}. Restore the applied files "
+            "(write a new migration for new changes), or pass --force to apply anyway",
+            problems,
+        )
+    applied = {row["version"] for row in ledger or ()}
+    pending = [m for m in ordered if m.version not in applied]
+    if target is None:
+        return pending
+    by_version = {m.version: m for m in ordered}
+    if target not in by_version:
+        raise MigrationError(f"--target {target}: no migration has that version; see pgfast schema status")
+    wanted = {m.version for m in pending if m.version <= target}
+    stack = list(wanted)
+    while stack:  # a target pulls in what it needs, even with a higher version
+        for dep in by_version[stack.pop()].depends_on:
+            if dep not in wanted:
+                wanted.add(dep)
+                stack.append(dep)
+    return [m for m in pending if m.version in wanted]
+
+
+def _plan_down(
+    ordered: Sequence[Migration], ledger: _Ledger, steps: int | None, target: int | None
+) -> list[Migration]:
+    rows = list(ledger or ())
+    if target is not None and steps is not None:
+        raise ConfigError("give either --steps or --target, not both")
+    if target is None:
+        steps = 1 if steps is None else steps
+        if steps < 1:
+            raise ConfigError(f"--steps {steps}: roll back at least 1 migration")
+        chosen = rows[-steps:]
+    elif target == 0:
+        chosen = rows
+    else:
+        positions = [i for i, row in enumerate(rows) if row["version"] == target]
+        if not positions:
+            raise MigrationError(
+                f"--target {target}: that migration is not applied; see pgfast schema status"
+            )
+        chosen = rows[positions[0] + 1 :]
+    by_version = {m.version: m for m in ordered}
+    gone = [f"{r['version']}_{r['name']}" for r in chosen if r["version"] not in by_version]
+    if gone:
+        raise MigrationFileError(
+            f"cannot roll back {', '.join(gone)}: applied, but the migration files are gone"
+        )
+    plan = [by_version[r["version"]] for r in reversed(chosen)]
+    no_down = [m.up_path for m in plan if m.down_path is None]
+    if no_down:
+        raise MigrationFileError(
+            "cannot roll back: no down file for "
+            + ", ".join(map(str, no_down))
+            + "; write the _down.sql files first",
+            no_down,
+        )
+    leaving = {m.version for m in plan}
+    for row in rows:
+        m = by_version.get(row["version"])
+        if m and m.version not in leaving and (needed := leaving.intersection(m.depends_on)):
+            raise DependencyError(
+                f"cannot roll back {', '.join(by_version[v].label for v in sorted(needed))}: applied "
+                f"migration {m.label} depends on it; roll that back too (larger --steps or lower --target)"
+            )
+    return plan
+
+
+def _record_sql(m: Migration) -> str:
+    # Every value is an integer or matched [a-z0-9_] / hex, so the literals are safe.
+    return (
+        f"INSERT INTO {LEDGER_TABLE} (version, name, checksum, apply_order, duration_ms) "
+        f"SELECT {m.version}, '{m.name}', '{m.checksum}', coalesce(max(apply_order), 0) + 1, "
+        f"1000 * extract(epoch FROM clock_timestamp() - now()) FROM {LEDGER_TABLE}"
+    )
+
+
+async def _run_migration(
+    conn: "_Connection",
+    m: Migration,
+    sql: str,
+    no_transaction: bool,
+    bookkeeping: str,
+    earlier: Sequence[Migration],
+    *,
+    down: bool = False,
+) -> None:
+    """Run one file and its ledger change; on failure raise naming the file and line."""
+    import asyncpg
+
+    path = m.down_path if down else m.up_path
+    statements = split_statements(sql)
+    pieces: list[tuple[int | None, str]]
+    if no_transaction:
+        pieces = [*statements, (None, bookkeeping)]
+    else:
+        # One simple-query round trip: the file and its ledger row commit together or not at all.
+        prefix = "BEGIN;\n"
+        body = sql if statements else ""  # asyncpg fails on comment-only strings
+        pieces = [(-len(prefix), f"{prefix}{body}\n;{bookkeeping};\nCOMMIT")]
+    for number, (offset, text) in enumerate(pieces, 1):
+        try:
+            await conn.execute(text)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if conn.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            line = _error_line(sql, offset, exc)
+            where = f"{path}:{line}" if line else str(path)
+            action = "rolling back" if down else "applying"
+            if no_transaction and number > 1:
+                kept = f"; it ran without a transaction, so its first {number - 1} statement(s) stay applied"
+            else:
+                kept = "; it was rolled back" + (" and stays applied" if down else " and not recorded")
+            so_far = ""
+            if earlier:
+                verb = "rolled back" if down else "applied"
+                so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
+            raise MigrationFailedError(
+                f"{action} {m.label} failed at {where}: {type(exc).__name__}: {exc}{kept}{so_far}",
+                m,
+                earlier,
+                line,
+            ) from exc
+
+
+def _error_line(sql: str, offset: int | None, exc: BaseException) -> int | None:
+    """1-based line in `sql` of the error position PostgreSQL reported, if it is inside `sql`."""
+    position = getattr(exc, "position", None)
+    if not position or offset is None:
+        return None
+    index = offset + int(position) - 1
+    if not 0 <= index < len(sql):
+        return None
+    return sql.count("\n", 0, index) + 1
+
+
+def _header(sql: str) -> list[str]:
+    lines = []
+    for line in sql.splitlines():
+        if line.strip() and not line.lstrip().startswith("--"):
+            break
+        lines.append(line)
+    return lines
+
+
+@contextlib.asynccontextmanager
+async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose: str) -> AsyncIterator[None]:
+    """Hold a session-level advisory lock, polling for it.
+
+    A blocking pg_advisory_lock waiter would sit in a transaction that a concurrent
+    CREATE INDEX CONCURRENTLY waits for, deadlocking both; polling leaves no such waiter.
+    """
+    deadline = time.monotonic() + timeout
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        if time.monotonic() >= deadline:
+            holder = await _lock_holder(conn, key)
+            database = await conn.fetchval("SELECT current_database()")
+            raise LockTimeoutError(
+                f"{purpose}: waited {timeout:g}s for pgfast's lock on database {database!r}, held by "
+                f"{holder}; let it finish, stop it, or wait longer (--lock-timeout)"
+            )
+        await asyncio.sleep(LOCK_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def _lock_holder(conn: "_Connection", key: int) -> str:
+    row = await conn.fetchrow(
+        """SELECT a.pid, a.application_name, a.backend_start, a.client_addr::text AS client
+           FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND l.classid::bigint = $1 AND l.objid::bigint = $2""",
+        (key >> 32) & 0xFFFFFFFF,
+        key & 0xFFFFFFFF,
+    )
+    if row is None:
+        return "a process that has since let go"
+    started = row["backend_start"].isoformat(timespec="seconds") if row["backend_start"] else "?"
+    return (
+        f"pid {row['pid']} (application_name {row['application_name'] or '-'!r}, "
+        f"client {row['client'] or 'local'}, connected since {started})"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _statement_timeout(conn: "_Connection", seconds: float | None) -> AsyncIterator[None]:
+    """Set statement_timeout for the block (None: no limit), then restore the previous value."""
+    value = "0" if seconds is None else f"{max(1, round(seconds * 1000))}ms"
+    previous = await conn.fetchval("SELECT current_setting('statement_timeout')")
+    await conn.execute("SELECT set_config('statement_timeout', $1, false)", value)
+    try:
+        yield
+    finally:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT set_config('statement_timeout', $1, false)", previous)
+
+
+# ─────────────────────────────────────── test databases ───────────────────────────────────────
+
+# Names pgfast gives the databases it creates. The name is the creator marker: host and pid
+# say whose a test database is (pid 0: kept on purpose, owned by no process), so a later run
+# can drop what a killed one left, and pgfast never drops a name it did not make.
+_TEST_DB: Final = re.compile(
+    r"pgfast_test_(?P<host>[0-9a-f]{6})_(?P<pid>[0-9]+)_(?P<created>[0-9]+)_(?P<n>[0-9]+)"
+)
+_TEMPLATE_DB: Final = re.compile(
+    r"pgfast_tpl_(?P<project>[0-9a-f]{6})_(?P<hash>[0-9a-f]{16})(?P<fixtures>_f)?"
+)
+_TEMPLATE_FORMAT: Final = "pgfast-template-1"  # bump when the ledger or template layout changes
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlFixture:
+    """One `{version}_{name}_fixture.sql` file: data for the tables of migration `version`."""
+
+    version: int
+    name: str
+    path: Path
+    sql: str
+
+
+def discover_fixtures(
+    migrations: Sequence[Migration],
+    dirs: Iterable[str | Path] | None = None,
+    *,
+    root: str | Path | None = None,
+) -> list[SqlFixture]:
+    """Find fixture files (like `discover_migrations`, in `fixtures` directories), in migration order.
+
+    A fixture whose version matches no migration, or two with one version, is an error.
+    """
+    position = {m.version: i for i, m in enumerate(order_migrations(migrations))}
+    found: dict[int, SqlFixture] = {}
+    for path in _sql_files(dirs, "fixtures", root):
+        if not path.name.endswith("_fixture.sql"):
+            continue
+        match = _FIXTURE_FILE.fullmatch(path.name)
+        if not match:
+            raise MigrationFileError(
+                f"{path}: cannot parse this fixture file name; name it VERSION_NAME_fixture.sql "
+                "with VERSION the migration it fills, e.g. 20250101120000_users_fixture.sql",
+                [path],
+            )
+        version = int(match["version"])
+        if version in found:
+            raise MigrationFileError(
+                f"two fixtures have version {version}: {found[version].path} and {path}; merge them "
+                "into one file",
+                [found[version].path, path],
+            )
+        if version not in position:
+            raise MigrationFileError(
+                f"{path}: fixture version {version} matches no migration; rename it to the version "
+                "of the migration whose tables it fills",
+                [path],
+            )
+        found[version] = SqlFixture(version, match["name"], path, _read_sql(path))
+    return sorted(found.values(), key=lambda f: position[f.version])
+
+
+def select_fixtures(fixtures: Sequence[SqlFixture], names: Iterable[str | int]) -> list[SqlFixture]:
+    """The fixtures named (by name or version), in migration order whatever order `names` has."""
+    wanted: set[int] = set()
+    for name in names:
+        matches = [f for f in fixtures if name in (f.name, f.version, str(f.version))]
+        if not matches:
+            available = ", ".join(f.name for f in fixtures) or "none found"
+            raise ConfigError(f"no fixture named {name!r}; available: {available}")
+        wanted.update(f.version for f in matches)
+    return [f for f in fixtures if f.version in wanted]
+
+
+async def load_fixtures(conn: "_Connection", fixtures: Iterable[SqlFixture]) -> None:
+    """Run fixture files on `conn`, each in its own transaction, naming the file on failure."""
+    import asyncpg
+
+    for fixture in fixtures:
+        if not split_statements(fixture.sql):
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(fixture.sql)
+        except asyncpg.PostgresError as exc:
+            line = _error_line(fixture.sql, 0, exc)
+            where = f"{fixture.path}:{line}" if line else str(fixture.path)
+            raise MigrationError(f"loading fixture {where} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def template_hash(migrations: Sequence[Migration], fixtures: Sequence[SqlFixture] = ()) -> str:
+    """A digest of everything that shapes a template: the format, each migration, each fixture."""
+    digest = hashlib.sha256()
+    parts = [_TEMPLATE_FORMAT]
+    for m in order_migrations(migrations):
+        parts += ["migration", str(m.version), m.name, m.checksum]
+    for f in fixtures:
+        parts += ["fixture", str(f.version), f.name, _checksum(f.sql)]
+    for part in parts:  # length-framed, so no two different lists hash alike
+        data = part.encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()[:16]
+
+
+class IsolatedDatabases:
+    """Migrated databases cloned from a template, for tests and `pgfast test-db`.
+
+    `start()` builds (or reuses) the template under an advisory lock, so concurrent pytest
+    processes and xdist workers build it once, and drops what dead runs on this host left.
+    `create()` / `drop()` are awaitable from any event loop: the work runs on this object's
+    own loop in a background thread, which outlives every test's loop. `close()` drops every
+    database it created that is still there.
+    """
+
+    def __init__(
+        self,
+        admin_url: str,
+        migrations: Sequence[Migration],
+        fixtures: Sequence[SqlFixture] = (),
+        *,
+        project: str | Path | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        _check_url(admin_url, "TEST_DATABASE_URL")
+        self.admin_url = admin_url
+        self.migrations = order_migrations(migrations)
+        self.fixtures = tuple(fixtures)
+        self.lock_timeout = lock_timeout
+        # Templates are per project (its root directory), so projects sharing a server keep
+        # theirs; a project's template of older migrations is stale and gets dropped.
+        self._project = _short_hash(str(Path(project or Path.cwd()).resolve()))
+        self.template = f"pgfast_tpl_{self._project}_{template_hash(self.migrations)}"
+        self.fixtures_template = (
+            f"pgfast_tpl_{self._project}_{template_hash(self.migrations, self.fixtures)}_f"
+        )
+        self._host = _host_id()
+        self._counter = 0
+        self._live: set[str] = set()
+        self._built: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._admin: asyncpg.Pool | None = None
+        self._strategy = ""
+
+    def start(self) -> "IsolatedDatabases":
+        """Start the background loop, sweep dead runs' databases, build or reuse the template."""
+        import threading
+
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="pgfast-databases", daemon=True)
+        self._thread.start()
+        self._loop = loop
+        try:
+            self._run(self._start())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Drop every database still alive, close the admin pool and stop the loop."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=60)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join()
+            loop.close()
+
+    def __enter__(self) -> "IsolatedDatabases":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def create(self, *, fixtures: bool = False, keep: bool = False) -> str:
+        """Clone a new database from the template (with every fixture loaded, if asked).
+
+        `keep=True` gives it no owner process, so sweeps leave it for `pgfast test-db cleanup`.
+        """
+        return await self._call(self._create(fixtures, keep))
+
+    async def drop(self, name: str) -> None:
+        """Drop a database this object created, terminating any connection left on it."""
+        await self._call(self._drop(name))
+
+    async def keep(self, name: str) -> str:
+        """Rename a test database so no sweep drops it; returns the new name."""
+        return await self._call(self._keep(name))
+
+    def url(self, name: str) -> str:
+        """The admin URL pointed at database `name` (password and options kept)."""
+        parts = urlsplit(self.admin_url)
+        query = [(k, name if k == "dbname" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit((parts.scheme, parts.netloc, "/" + name, urlencode(query), parts.fragment))
+
+    # The coroutines below run on the background loop only.
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._loop is None:
+            raise PgfastError("IsolatedDatabases is not started; call start() first")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._loop is None:
+            raise PgfastError("IsolatedDatabases is not started; call start() first")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def _start(self) -> None:
+        import asyncpg
+
+        try:
+            self._admin = await asyncpg.create_pool(
+                self.admin_url,
+                min_size=1,
+                max_size=2,
+                statement_cache_size=0,
+                server_settings={"application_name": "pgfast test-db"},
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _unavailable(self.admin_url, exc, "") from exc
+        async with self._admin.acquire() as conn:
+            fsync = await conn.fetchval("SELECT current_setting('fsync')")
+            version = await conn.fetchval("SELECT current_setting('server_version_num')::int")
+            # FILE_COPY skips WAL but checkpoints twice: cheaper only when fsync is off.
+            if version >= 150000:
+                self._strategy = " STRATEGY FILE_COPY" if fsync == "off" else " STRATEGY WAL_LOG"
+            await _sweep_dead_runs(conn, self._host)
+        await self._ensure_template(fixtures=False)
+
+    async def _close(self) -> None:
+        if self._admin is None:
+            return
+        for name in sorted(self._live):
+            with contextlib.suppress(Exception):
+                await self._drop(name)
+        await close_pool(self._admin, timeout=5)
+
+    async def _create(self, fixtures: bool, keep: bool) -> str:
+        template = await self._ensure_template(fixtures=fixtures)
+        self._counter += 1
+        pid = 0 if keep else os.getpid()
+        name = f"pgfast_test_{self._host}_{pid}_{int(time.time())}_{self._counter}"
+        assert self._admin is not None
+        self._live.add(name)
+        try:
+            await self._admin.execute(
+                f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}{self._strategy}"
+            )
+        except BaseException:
+            self._live.discard(name)
+            raise
+        if keep:
+            self._live.discard(name)
+        return name
+
+    async def _drop(self, name: str) -> None:
+        assert self._admin is not None
+        await _drop_database(self._admin, name)
+        self._live.discard(name)
+
+    async def _keep(self, name: str) -> str:
+        match = _TEST_DB.fullmatch(name)
+        assert self._admin is not None and match is not None
+        kept = f"pgfast_test_{match['host']}_0_{match['created']}_{match['n']}"
+        await self._admin.execute(f"ALTER DATABASE {_quote_ident(name)} RENAME TO {_quote_ident(kept)}")
+        self._live.discard(name)
+        return kept
+
+    async def _ensure_template(self, *, fixtures: bool) -> str:
+        name = self.fixtures_template if fixtures else self.template
+        if name in self._built:
+            return name
+        if fixtures:
+            await self._ensure_template(fixtures=False)
+        assert self._admin is not None
+        async with (
+            self._admin.acquire() as conn,
+            _advisory_lock(conn, TEMPLATE_LOCK_KEY, self.lock_timeout, "test template build"),
+        ):
+            done = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name)
+            if not done:
+                await self._build_template(conn, name, fixtures, half_built=done is not None)
+            await _drop_stale_templates(conn, self._project, keep={self.template, self.fixtures_template})
+        self._built.add(name)
+        return name
+
+    async def _build_template(
+        self, admin: "_Connection", name: str, fixtures: bool, *, half_built: bool
+    ) -> None:
+        if half_built:  # a run died while building it
+            await _drop_database(admin, name)
+        source = f" TEMPLATE {_quote_ident(self.template)}" if fixtures else ""
+        await admin.execute(f"CREATE DATABASE {_quote_ident(name)}{source}")
+        try:
+            conn = await _connect(self.url(name), application_name="pgfast template")
+            try:
+                if fixtures:
+                    await load_fixtures(conn, self.fixtures)
+                elif self.migrations:
+                    await apply_migrations(conn, self.migrations, lock_timeout=self.lock_timeout)
+            finally:
+                await conn.close()
+            # Marking it a template that accepts no connections is what makes it complete.
+            await admin.execute(
+                f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await _drop_database(admin, name)
+            raise
+
+
+async def list_test_databases(conn: "_Connection") -> list[dict[str, Any]]:
+    """pgfast's databases on the server: name, kind, size in bytes, created, creator."""
+    rows = await conn.fetch(
+        "SELECT datname, datistemplate, pg_database_size(oid) AS size FROM pg_database "
+        "WHERE datname LIKE 'pgfast\\_%' ORDER BY datname"
+    )
+    found = []
+    for row in rows:
+        name = row["datname"]
+        if match := _TEST_DB.fullmatch(name):
+            pid = int(match["pid"])
+            found.append(
+                {
+                    "name": name,
+                    "kind": "test",
+                    "size": row["size"],
+                    "created": dt.datetime.fromtimestamp(int(match["created"]), dt.UTC),
+                    "creator": f"pid {pid} on host {match['host']}" if pid else "kept (no owner)",
+                }
+            )
+        elif _TEMPLATE_DB.fullmatch(name):
+            kind = "template" if row["datistemplate"] else "template (half-built)"
+            found.append({"name": name, "kind": kind, "size": row["size"], "created": None, "creator": "-"})
+    return found
+
+
+async def cleanup_test_databases(
+    conn: "_Connection",
+    *,
+    keep_templates: Iterable[str] = (),
+    older_than: float | None = None,
+    dry_run: bool = False,
+) -> list[str]:
+    """Drop pgfast's test databases and templates (except `keep_templates`); return the names.
+
+    `older_than` (seconds) spares test databases younger than that, and all templates.
+    """
+    keep = set(keep_templates)
+    now = time.time()
+    chosen = []
+    for db in await list_test_databases(conn):
+        if db["kind"] == "test":
+            if older_than is None or now - db["created"].timestamp() >= older_than:
+                chosen.append(db["name"])
+        elif older_than is None and db["name"] not in keep:
+            chosen.append(db["name"])
+    if not dry_run:
+        for name in chosen:
+            await _drop_database(conn, name)
+    return chosen
+
+
+async def _sweep_dead_runs(conn: "_Connection", host: str) -> list[str]:
+    """Drop test databases that a process on this host created and that died without cleaning up."""
+    dropped = []
+    for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_test\\_%'"):
+        match = _TEST_DB.fullmatch(name)
+        if match and match["host"] == host and int(match["pid"]) and not _pid_alive(int(match["pid"])):
+            with contextlib.suppress(Exception):  # another run may be sweeping it right now
+                await _drop_database(conn, name)
+                dropped.append(name)
+    return dropped
+
+
+async def _drop_stale_templates(conn: "_Connection", project: str, keep: set[str]) -> None:
+    for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%'"):
+        match = _TEMPLATE_DB.fullmatch(name)
+        if match and match["project"] == project and name not in keep:
+            with contextlib.suppress(Exception):  # in use by a run of other migrations: next time
+                await _drop_database(conn, name)
+
+
+async def _drop_database(conn: Any, name: str) -> None:
+    """Drop one of pgfast's databases (never another's), templates and open sessions included."""
+    if not (_TEST_DB.fullmatch(name) or _TEMPLATE_DB.fullmatch(name)):
+        raise PgfastError(f"refusing to drop database {name!r}: pgfast did not create it")
+    if _TEMPLATE_DB.fullmatch(name):
+        with contextlib.suppress(Exception):
+            await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
+    await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _host_id() -> str:
+    return _short_hash(socket.gethostname())
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ──────────────────────────────────────── command line ────────────────────────────────────────
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `pgfast` command; return its exit code (0 ok, 1 error or failed check, 2 usage)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result: int = args.handler(args)
+        return result
+    except PgfastError as exc:
+        print(f"pgfast: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pgfast: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgfast",
+        description="Raw SQL migrations and throwaway test databases for PostgreSQL.",
+        epilog="The database comes from DATABASE_URL (test-db: TEST_DATABASE_URL, else DATABASE_URL). "
+        "Exit codes: 0 success, 1 error or failed check, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"pgfast {__version__}")
+    groups = parser.add_subparsers(title="commands", metavar="{schema,test-db}")
+
+    schema = groups.add_parser("schema", help="create, apply, roll back and inspect migrations")
+    commands = schema.add_subparsers(title="schema commands", metavar="COMMAND")
+    schema.set_defaults(handler=lambda _args: _usage(schema))
+
+    create = commands.add_parser(
+        "create", help="write a new empty up/down migration pair (no database needed)"
+    )
+    create.add_argument(
+        "module_path", help="directory to write into; '/migrations' is appended unless it ends so"
+    )
+    create.add_argument("name", help="migration name, of a-z, 0-9 and _ (e.g. add_users)")
+    create.set_defaults(handler=_cmd_create)
+
+    timeouts = argparse.ArgumentParser(add_help=False)
+    timeouts.add_argument("--dry-run", action="store_true", help="print the plan and its SQL; change nothing")
+    timeouts.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="statement_timeout for each statement (default: no limit)",
+    )
+    timeouts.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait while another process migrates the same database "
+        f"(default: {DEFAULT_LOCK_TIMEOUT:g})",
+    )
+
+    up = commands.add_parser("up", parents=[timeouts], help="apply pending migrations")
+    up.add_argument(
+        "--target", type=_version, metavar="VERSION", help="apply up to VERSION and what it depends on"
+    )
+    up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
+    up.set_defaults(handler=_cmd_up)
+
+    down = commands.add_parser("down", parents=[timeouts], help="roll back applied migrations, newest first")
+    which = down.add_mutually_exclusive_group()
+    which.add_argument(
+        "--steps", type=_version, metavar="N", help="roll back the last N applied (default: 1)"
+    )
+    which.add_argument(
+        "--target",
+        type=_version_or_zero,
+        metavar="VERSION",
+        help="roll back all applied after VERSION (0: all)",
+    )
+    down.set_defaults(handler=_cmd_down)
+
+    status = commands.add_parser("status", help="list migrations: applied, pending, modified, missing")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_cmd_status)
+
+    deps = commands.add_parser("deps", help="print the apply order and dependencies (no database needed)")
+    deps.set_defaults(handler=_cmd_deps)
+
+    verify = commands.add_parser(
+        "verify", help="check applied migrations against their files; exit 1 on mismatch"
+    )
+    verify.set_defaults(handler=_cmd_verify)
+
+    testdb = groups.add_parser("test-db", help="create, list and clean up pgfast's test databases")
+    tcommands = testdb.add_subparsers(title="test-db commands", metavar="COMMAND")
+    testdb.set_defaults(handler=lambda _args: _usage(testdb))
+    tcreate = tcommands.add_parser("create", help="clone a new migrated database from the template")
+    tcreate.add_argument("--fixtures", action="store_true", help="with every SQL fixture loaded")
+    tcreate.set_defaults(handler=_cmd_testdb_create)
+    tlist = tcommands.add_parser("list", help="list pgfast's databases: name, kind, size, age, creator")
+    tlist.set_defaults(handler=_cmd_testdb_list)
+    tclean = tcommands.add_parser("cleanup", help="drop test databases and stale templates")
+    tclean.add_argument("--all", action="store_true", help="drop without asking (for scripts)")
+    tclean.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="AGE",
+        help="only test databases older than AGE (e.g. 30m, 2h, 1d)",
+    )
+    tclean.set_defaults(handler=_cmd_testdb_cleanup)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a positive number of seconds")
+    return value
+
+
+def _version(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _version_or_zero(text: str) -> int:
+    return 0 if text == "0" else _version(text)
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age; write e.g. 90s, 30m, 2h or 1d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    up, down = create_migration(args.module_path, args.name)
+    print(f"created {up}\ncreated {down}")
+    return 0
+
+
+def _run_with_connection(fn: Callable[["_Connection"], Awaitable[_T]], url: str | None = None) -> _T:
+    url = url or DatabaseConfig.from_env().url
+    _check_url(url, "DATABASE_URL")
+
+    async def run() -> _T:
+        conn = await _connect(url, application_name="pgfast cli")
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _print_plan(plan: Sequence[Migration], verb: str, *, down: bool) -> None:
+    if not plan:
+        print(f"dry run: nothing to {verb}")
+        return
+    print(f"dry run: {len(plan)} migration(s) would be {verb}ed, in this order:")
+    for m in plan:
+        path = m.down_path if down else m.up_path
+        print(f"\n-- {m.label} ({path})")
+        print((m.read_down() if down else m.sql).rstrip() or "-- (empty)")
+
+
+def _progress(verb: str) -> Callable[[Migration, float], None]:
+    def report(m: Migration, seconds: float) -> None:
+        print(f"{verb} {m.label} ({seconds * 1000:.0f} ms)", flush=True)
+
+    return report
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    migrations = discover_migrations()
+
+    async def run(conn: "_Connection") -> int:
+        started = time.perf_counter()
+        applied = await apply_migrations(
+            conn,
+            migrations,
+            target=args.target,
+            force=args.force,
+            dry_run=args.dry_run,
+            timeout=args.timeout,
+            lock_timeout=args.lock_timeout,
+            on_applied=_progress("applied"),
+        )
+        if args.dry_run:
+            _print_plan(applied, "appli", down=False)
+        elif applied:
+            print(f"applied {len(applied)} migration(s) in {time.perf_counter() - started:.2f} s")
+        else:
+            print(f"nothing to apply: all {len(migrations)} migration(s) are applied")
+        return 0
+
+    return _run_with_connection(run)
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    migrations = discover_migrations()
+
+    async def run(conn: "_Connection") -> int:
+        done = await rollback_migrations(
+            conn,
+            migrations,
+            steps=args.steps,
+            target=args.target,
+            dry_run=args.dry_run,
+            timeout=args.timeout,
+            lock_timeout=args.lock_timeout,
+            on_rolled_back=_progress("rolled back"),
+        )
+        if args.dry_run:
+            _print_plan(done, "roll back", down=True)
+        else:
+            print(f"rolled back {len(done)} migration(s)" if done else "nothing to roll back")
+        return 0
+
+    return _run_with_connection(run)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    migrations = discover_migrations()
+
+    async def run(conn: "_Connection") -> int:
+        statuses = await migration_status(conn, migrations)
+        if args.json:
+            print(json.dumps({"migrations": [s.as_json() for s in statuses]}, indent=2))
+            return 0
+        if not statuses:
+            print("no migrations found (looked for directories named 'migrations'; see pgfast schema create)")
+        for s in statuses:
+            applied_at = s.applied_at.isoformat(sep=" ", timespec="seconds") if s.applied_at else ""
+            print(f"{s.version:<16} {s.state:<9} {s.name:<40} {applied_at}".rstrip())
+        counts = {
+            state: sum(s.state == state for s in statuses)
+            for state in ("applied", "pending", "modified", "missing")
+        }
+        print(", ".join(f"{n} {state}" for state, n in counts.items()))
+        return 0
+
+    return _run_with_connection(run)
+
+
+def _cmd_deps(args: argparse.Namespace) -> int:
+    migrations = discover_migrations()
+    by_version = {m.version: m for m in migrations}
+    for m in order_migrations(migrations):
+        needs = ", ".join(by_version[d].label for d in m.depends_on)
+        print(m.label + (f"  <- {needs}" if needs else ""))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    migrations = discover_migrations()
+
+    async def run(conn: "_Connection") -> int:
+        problems = await verify_migrations(conn, migrations)
+        if problems:
+            print(f"{len(problems)} problem(s): {_describe_problems(problems)}", file=sys.stderr)
+            return 1
+        applied = sum(s.state == "applied" for s in await migration_status(conn, migrations))
+        print(f"ok: {applied} applied migration(s) match their files")
+        return 0
+
+    return _run_with_connection(run)
+
+
+def _admin_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise ConfigError(
+            "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create databases, "
+            f"e.g. {DEFAULT_URL_FOR_TESTS}"
+        )
+    _check_url(url, "TEST_DATABASE_URL")
+    return url
+
+
+def _cmd_testdb_create(args: argparse.Namespace) -> int:
+    migrations = discover_migrations()
+    fixtures = discover_fixtures(migrations) if args.fixtures else ()
+    with IsolatedDatabases(_admin_url(), migrations, fixtures) as databases:
+        name = asyncio.run(databases.create(fixtures=args.fixtures, keep=True))
+        print(f"created {name}\nurl: {mask_url(databases.url(name))}")
+    return 0
+
+
+def _cmd_testdb_list(args: argparse.Namespace) -> int:
+    async def run(conn: "_Connection") -> int:
+        databases = await list_test_databases(conn)
+        if not databases:
+            print("no pgfast databases on this server")
+        now = dt.datetime.now(dt.UTC)
+        for db in databases:
+            age = _format_age((now - db["created"]).total_seconds()) if db["created"] else "-"
+            print(f"{db['name']:<52} {db['kind']:<9} {db['size'] / 2**20:7.1f} MB {age:>6}  {db['creator']}")
+        return 0
+
+    return _run_with_connection(run, _admin_url())
+
+
+def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
+    try:  # the template of the current migrations is not stale
+        migrations = discover_migrations()
+        keep = {f"pgfast_tpl_{_short_hash(str(Path.cwd().resolve()))}_{template_hash(migrations)}"}
+    except PgfastError:
+        keep = set()
+
+    url = _admin_url()
+
+    async def cleanup(conn: "_Connection", *, dry_run: bool) -> list[str]:
+        return await cleanup_test_databases(
+            conn, keep_templates=keep, older_than=args.older_than, dry_run=dry_run
+        )
+
+    if not args.all:
+        chosen = _run_with_connection(functools.partial(cleanup, dry_run=True), url)
+        if not chosen:
+            print("nothing to clean up")
+            return 0
+        if not sys.stdin.isatty():
+            print(
+                f"{len(chosen)} database(s) would be dropped; pass --all to drop them without asking",
+                file=sys.stderr,
+            )
+            return 1
+        print("\n".join(chosen))
+        if input(f"drop these {len(chosen)} database(s)? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing dropped")
+            return 1
+    dropped = _run_with_connection(functools.partial(cleanup, dry_run=False), url)
+    print(f"dropped {len(dropped)} database(s)" if dropped else "nothing to clean up")
+    return 0
+
+
+def _format_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

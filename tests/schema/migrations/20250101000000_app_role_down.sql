@@ -1,0 +1,1 @@
+-- The role is shared by every test database on the server, so it stays.

@@ -1,0 +1,2 @@
+DROP TABLE note_links;
+DROP TABLE notes;
