@@ -459,7 +459,6 @@ def __getattr__(name: str) -> Any:
 @functools.cache
 def _request_dependencies() -> dict[str, Callable[..., Any]]:
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
     from fastapi import Depends, HTTPException, Request
 
     async def get_db_pool(request: Request) -> asyncpg.Pool:
@@ -473,7 +472,7 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
 
     async def get_db_connection(
         request: Request, pool: asyncpg.Pool = Depends(get_db_pool)
-    ) -> AsyncIterator[PoolConnectionProxy[Any]]:
+    ) -> AsyncIterator["PoolConnectionProxy[Any]"]:
         """One pooled connection for the whole request, released when the request ends."""
         config: DatabaseConfig | None = getattr(request.app.state, "pgfast_config", None)
         wait = config.timeout if config else DatabaseConfig.timeout

@@ -1,0 +1,361 @@
+"""The FastAPI half: lifespan, pool and connection dependencies, RLS, against real PostgreSQL."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, HTTPException, Request
+
+import pgfast
+
+pytestmark = pytest.mark.asyncio
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and talk to it over ASGI, as a deployed app would be talked to."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def tenant_settings(request: Request) -> dict[str, str]:
+    return {
+        "app.tenant_id": request.headers.get("x-tenant", ""),
+        "app.user_id": request.headers.get("x-user", ""),
+    }
+
+
+def notes_app(url: str, **config: Any) -> FastAPI:
+    """A small multi-tenant app over the test schema's `notes` table."""
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=url, **config)))
+    rls = pgfast.create_rls_dependency(tenant_settings)
+
+    @app.get("/notes")
+    async def list_notes(conn: Any = Depends(rls)) -> dict[str, Any]:
+        rows = await conn.fetch("SELECT tenant_id, body FROM notes ORDER BY id")
+        setting = await conn.fetchval("SELECT current_setting('app.tenant_id', true)")
+        user = await conn.fetchval("SELECT current_setting('app.user_id', true)")
+        return {
+            "tenants": sorted({r["tenant_id"] for r in rows}),
+            "bodies": [r["body"] for r in rows],
+            "setting": setting,
+            "user": user,
+        }
+
+    @app.post("/notes")
+    async def add_note(body: str, fail: bool = False, conn: Any = Depends(rls)) -> dict[str, str]:
+        tenant = await conn.fetchval("SELECT current_setting('app.tenant_id')")
+        await conn.execute("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)", tenant, body)
+        if fail:
+            raise HTTPException(status_code=409, detail="handler refused after writing")
+        return {"stored": body}
+
+    @app.post("/links")
+    async def add_broken_link(conn: Any = Depends(rls)) -> dict[str, bool]:
+        await conn.execute("INSERT INTO note_links (note_id) VALUES (987654)")  # fails only at COMMIT
+        return {"ok": True}
+
+    @app.get("/same-connection")
+    async def same(
+        plain: Any = Depends(pgfast.get_db_connection), secured: Any = Depends(rls)
+    ) -> dict[str, bool]:
+        return {"same": plain is secured}
+
+    @app.get("/health")
+    async def health(status: dict[str, Any] = Depends(pgfast.get_db_health)) -> dict[str, Any]:
+        return status
+
+    @app.get("/sleep")
+    async def sleep(conn: Any = Depends(pgfast.get_db_connection)) -> dict[str, bool]:
+        await conn.execute("SELECT pg_sleep(0.3)")
+        return {"slept": True}
+
+    return app
+
+
+async def test_lifespan_opens_validated_pool_and_closes_it(
+    isolated_db: asyncpg.Pool, db_pool_factory: Any
+) -> None:
+    name = db_pool_factory.name(isolated_db)
+    app = FastAPI(
+        lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=2))
+    )
+    seen: dict[str, Any] = {}
+
+    @app.get("/pool")
+    async def pool_info(pool: asyncpg.Pool = Depends(pgfast.get_db_pool)) -> dict[str, Any]:
+        seen["pool"] = pool
+        return {"db": await pool.fetchval("SELECT current_database()"), "size": pool.get_size()}
+
+    async with serve(app) as client:
+        response = await client.get("/pool")
+        assert response.json() == {"db": name, "size": 2}
+        assert app.state.pgfast_pool is seen["pool"]
+    assert seen["pool"]._closed  # type: ignore[attr-defined]
+    assert app.state.pgfast_pool is None
+
+
+def _url_of(pool: asyncpg.Pool) -> str:
+    return str(pool._connect_args[0])  # type: ignore[attr-defined]
+
+
+async def test_get_db_pool_without_lifespan_says_how_to_fix() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(pool: Any = Depends(pgfast.get_db_pool)) -> None:
+        raise AssertionError("not reached")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with pytest.raises(
+            pgfast.PgfastError, match=r"create it with FastAPI\(lifespan=pgfast.create_lifespan\(config\)\)"
+        ):
+            await client.get("/")
+
+
+async def test_unreachable_server_fails_startup_fast_with_masked_password() -> None:
+    config = pgfast.DatabaseConfig(url="postgresql://app:hunter2@127.0.0.1:1/shop", timeout=0.5)
+    app = FastAPI(lifespan=pgfast.create_lifespan(config))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(pgfast.DatabaseUnavailableError) as info:
+        async with app.router.lifespan_context(app):
+            pass
+    assert asyncio.get_running_loop().time() - started < 3
+    message = str(info.value)
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1/shop after 0.5s of retries" in message
+    assert "hunter2" not in message and "app:***@" in message
+
+
+async def test_wrong_database_fails_at_once_naming_it(postgres_server: str) -> None:
+    url = postgres_server.rsplit("/", 1)[0] + "/pgfast_no_such_db"
+    with pytest.raises(pgfast.DatabaseUnavailableError, match=r"/pgfast_no_such_db: .*does not exist"):
+        await pgfast.create_pool(pgfast.DatabaseConfig(url=url, timeout=5))
+
+
+async def test_startup_waits_for_a_database_that_comes_up_later(isolated_db: asyncpg.Pool) -> None:
+    """A proxy port that starts accepting only after a delay stands in for a database still booting."""
+    target = isolated_db._connect_args[0]  # type: ignore[attr-defined]
+    host, port = "127.0.0.1", 5432
+    listener_port = _free_port()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    async def open_later() -> asyncio.Server:
+        await asyncio.sleep(0.7)
+        return await asyncio.start_server(relay, "127.0.0.1", listener_port)
+
+    url = target.replace("127.0.0.1:5432", f"127.0.0.1:{listener_port}")
+    assert url != target
+    opener = asyncio.create_task(open_later())
+    pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url, min_connections=1, timeout=8))
+    server = await opener
+    try:
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await pgfast.close_pool(pool)
+        server.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_close_pool_terminates_connections_never_released(isolated_db: asyncpg.Pool) -> None:
+    pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=1))
+    held = await pool.acquire()
+    started = asyncio.get_running_loop().time()
+    await pgfast.close_pool(pool, timeout=0.5)
+    assert asyncio.get_running_loop().time() - started < 3
+    with pytest.raises(asyncpg.InterfaceError):
+        await held.fetchval("SELECT 1")
+
+
+async def test_rls_filters_rows_per_tenant_for_a_non_superuser(
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    async with serve(notes_app(as_tenant(_url_of(db_with_fixtures)))) as client:
+        acme = (await client.get("/notes", headers={"x-tenant": "acme", "x-user": "u1"})).json()
+        globex = (await client.get("/notes", headers={"x-tenant": "globex"})).json()
+        nobody = (await client.get("/notes")).json()
+    assert acme == {
+        "tenants": ["acme"],
+        "bodies": ["acme plans", "acme budget"],
+        "setting": "acme",
+        "user": "u1",
+    }
+    assert globex["bodies"] == ["globex secrets"]
+    assert nobody["bodies"] == []
+
+
+async def test_rls_commits_on_success_and_rolls_back_on_error(
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    async with serve(notes_app(as_tenant(_url_of(db_with_fixtures)))) as client:
+        ok = await client.post("/notes", params={"body": "kept"}, headers={"x-tenant": "acme"})
+        refused = await client.post(
+            "/notes", params={"body": "undone", "fail": True}, headers={"x-tenant": "acme"}
+        )
+    assert ok.status_code == 200 and refused.status_code == 409
+    bodies = [
+        r["body"]
+        for r in await db_with_fixtures.fetch("SELECT body FROM notes WHERE tenant_id = 'acme' ORDER BY id")
+    ]
+    assert bodies == ["acme plans", "acme budget", "kept"]
+
+
+async def test_failed_commit_is_a_500_never_a_200(
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    async with serve(notes_app(as_tenant(_url_of(isolated_db)))) as client:
+        for _ in range(5):
+            response = await client.post("/links", headers={"x-tenant": "acme"})
+            assert response.status_code == 500
+    assert await isolated_db.fetchval("SELECT count(*) FROM note_links") == 0
+
+
+async def test_nothing_leaks_to_the_next_request_on_a_one_connection_pool(
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    app = notes_app(as_tenant(_url_of(db_with_fixtures)), min_connections=1, max_connections=1)
+    async with serve(app) as client:
+        first = (await client.get("/notes", headers={"x-tenant": "acme", "x-user": "alice"})).json()
+        second = (await client.get("/notes")).json()
+    assert first["bodies"] and first["user"] == "alice"
+    assert second == {"tenants": [], "bodies": [], "setting": "", "user": ""}
+
+
+async def test_handler_using_both_dependencies_holds_one_connection(
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    app = notes_app(as_tenant(_url_of(isolated_db)), min_connections=1, max_connections=1, timeout=2)
+    async with serve(app) as client:
+        response = await client.get("/same-connection", headers={"x-tenant": "acme"})
+    assert response.json() == {"same": True}
+
+
+async def test_200_concurrent_requests_for_alternating_tenants_see_only_their_rows(
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    app = notes_app(as_tenant(_url_of(db_with_fixtures)), min_connections=2, max_connections=8)
+    async with serve(app) as client:
+        tenants = ["acme", "globex"] * 100
+        responses = await asyncio.gather(*(client.get("/notes", headers={"x-tenant": t}) for t in tenants))
+    assert all(r.status_code == 200 for r in responses)
+    assert [r.json()["tenants"] for r in responses] == [[t] for t in tenants]
+
+
+async def test_pool_exhaustion_progresses_then_answers_503_with_retry_after(
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    app = notes_app(as_tenant(_url_of(isolated_db)), min_connections=1, max_connections=2, timeout=1.0)
+    async with serve(app) as client:
+        responses = await asyncio.gather(*(client.get("/sleep") for _ in range(16)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 2, codes  # the pool makes progress
+    assert codes.count(503) >= 1, codes  # and the rest are told to come back, not hung
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert "no connection became free within 1s" in busy.json()["detail"]
+
+
+async def test_refused_setting_names_never_reach_sql(
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(_url_of(isolated_db)))))
+
+    def role_from_header(request: Request) -> dict[str, str]:
+        return {request.headers["x-name"]: "postgres"}
+
+    rls = pgfast.create_rls_dependency(role_from_header)
+
+    @app.get("/")
+    async def endpoint(conn: Any = Depends(rls)) -> str:
+        return str(await conn.fetchval("SELECT current_user"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        for name in ("role", "search_path", "statement_timeout", "app.x'; DROP TABLE notes; --", "notdotted"):
+            with pytest.raises(pgfast.ConfigError, match="RLS setting .* refused: only custom dotted names"):
+                await client.get("/", headers={"x-name": name})
+    assert await isolated_db.fetchval("SELECT count(*) FROM notes") == 0  # table still there
+
+
+async def test_builtin_setting_allowed_by_name(isolated_db: asyncpg.Pool) -> None:
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db))))
+    rls = pgfast.create_rls_dependency(
+        lambda: {"search_path": "pg_catalog", "app.x": "1"}, allow_settings=["search_path"]
+    )
+
+    @app.get("/")
+    async def endpoint(conn: Any = Depends(rls)) -> str:
+        return str(await conn.fetchval("SHOW search_path"))
+
+    async with serve(app) as client:
+        assert (await client.get("/")).json() == "pg_catalog"
+
+
+async def test_superuser_rls_connection_logs_a_bypass_warning_once(
+    isolated_db: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = notes_app(_url_of(isolated_db))  # connects as postgres, a superuser
+    with caplog.at_level(logging.WARNING, logger="pgfast"):
+        async with serve(app) as client:
+            for _ in range(3):
+                assert (await client.get("/notes", headers={"x-tenant": "acme"})).status_code == 200
+    warnings = [
+        r.getMessage() for r in caplog.records if "bypass" in r.getMessage() or "BYPASSRLS" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert "'postgres', a superuser or BYPASSRLS role" in warnings[0]
+
+
+async def test_health_reports_pool_and_answers_503_when_down(isolated_db: asyncpg.Pool) -> None:
+    app = notes_app(_url_of(isolated_db), min_connections=1, max_connections=3)
+    async with serve(app) as client:
+        response = await client.get("/health")
+        assert response.json() == {"status": "ok", "pool": {"size": 1, "idle": 1, "max": 3}}
+        await isolated_db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await app.state.pgfast_pool.expire_connections()
+        app.state.pgfast_pool._connect_args = ("postgresql://postgres@127.0.0.1:1/x",)
+        down = await client.get("/health")
+    assert down.status_code == 503 and down.json()["detail"].startswith("database unavailable:")
+
+
+async def test_dependency_override_of_get_db_pool_redirects_every_dependency(
+    isolated_db: asyncpg.Pool, db_pool_factory: Any, as_tenant: Callable[[str], str]
+) -> None:
+    other = await db_pool_factory()
+    await other.execute(
+        "ALTER TABLE notes DISABLE ROW LEVEL SECURITY; INSERT INTO notes (tenant_id, body) VALUES ('acme', 'from override')"
+    )
+    app = notes_app(as_tenant(_url_of(isolated_db)))
+    app.dependency_overrides[pgfast.get_db_pool] = lambda: other
+    async with serve(app) as client:
+        response = await client.get("/notes", headers={"x-tenant": "acme"})
+    assert response.json()["bodies"] == ["from override"]
