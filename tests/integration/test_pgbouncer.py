@@ -149,7 +149,7 @@ async def test_negative_control_session_settings_do_leak_behind_pgbouncer(
     tenant_db: asyncpg.Pool, pgbouncer_port: int
 ) -> None:
     url = through_bouncer(_url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
-    done, wrong, errors = await hammer(make_app(url), "/leaky", requests=1000)
+    done, wrong, _errors = await hammer(make_app(url), "/leaky", requests=1000)
     assert done == 1000
     assert wrong > 0, "the harness should see the leak of is_local=false settings"
 

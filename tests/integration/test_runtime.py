@@ -299,7 +299,7 @@ async def test_refused_setting_names_never_reach_sql(
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
         for name in ("role", "search_path", "statement_timeout", "app.x'; DROP TABLE notes; --", "notdotted"):
-            with pytest.raises(pgfast.ConfigError, match="RLS setting .* refused: only custom dotted names"):
+            with pytest.raises(pgfast.ConfigError, match=r"RLS setting .* refused: only custom dotted names"):
                 await client.get("/", headers={"x-name": name})
     assert await isolated_db.fetchval("SELECT count(*) FROM notes") == 0  # table still there
 
