@@ -1658,11 +1658,21 @@ async def list_test_databases(conn: "_Connection") -> list[dict[str, Any]]:
                     "size": row["size"],
                     "created": dt.datetime.fromtimestamp(int(match["created"]), dt.UTC),
                     "creator": f"pid {pid} on host {match['host']}" if pid else "kept (no owner)",
+                    "running": match["host"] == _host_id() and pid > 0 and _pid_alive(pid),
                 }
             )
         elif _TEMPLATE_DB.fullmatch(name):
             kind = "template" if row["datistemplate"] else "template (half-built)"
-            found.append({"name": name, "kind": kind, "size": row["size"], "created": None, "creator": "-"})
+            found.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "size": row["size"],
+                    "created": None,
+                    "creator": "-",
+                    "running": False,
+                }
+            )
     return found
 
 
@@ -1675,12 +1685,15 @@ async def cleanup_test_databases(
 ) -> list[str]:
     """Drop pgfast's test databases and templates (except `keep_templates`); return the names.
 
+    Test databases of test runs still running on this host are theirs to drop, so they stay.
     `older_than` (seconds) spares test databases younger than that, and all templates.
     """
     keep = set(keep_templates)
     now = time.time()
     chosen = []
     for db in await list_test_databases(conn):
+        if db["running"]:
+            continue
         if db["kind"] == "test":
             if older_than is None or now - db["created"].timestamp() >= older_than:
                 chosen.append(db["name"])

@@ -18,7 +18,15 @@ import pytest_asyncio
 
 import pgfast
 
-__all__ = ["db_pool_factory", "db_with_fixtures", "fixture_loader", "isolated_db", "pgfast_config"]
+# Fixtures only (the private one included): a conftest star import must not bring the hooks.
+__all__ = [
+    "_pgfast_databases",
+    "db_pool_factory",
+    "db_with_fixtures",
+    "fixture_loader",
+    "isolated_db",
+    "pgfast_config",
+]
 
 _KEPT = pytest.StashKey[list[str]]()
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()

@@ -30,7 +30,12 @@ def loop_and_conn(postgres_server: str):  # type: ignore[no-untyped-def]
     loop.close()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(settings_map=st.dictionaries(NAMES, VALUES, min_size=1, max_size=4), conforming=st.booleans())
 def test_values_arrive_exactly_whatever_they_contain(
     loop_and_conn, settings_map: dict[str, str], conforming: bool

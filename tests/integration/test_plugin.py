@@ -1,0 +1,264 @@
+"""The pytest plugin as users meet it: small projects run by pytest in a subprocess."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+import pgfast
+
+MIGRATION = """
+CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL UNIQUE);
+"""
+SECOND = """-- depends_on: 20250101000000
+CREATE TABLE orders (id serial PRIMARY KEY, user_id int NOT NULL REFERENCES users);
+"""
+USERS_FIXTURE = "INSERT INTO users (name) VALUES ('alice'), ('bob');"
+ORDERS_FIXTURE = "INSERT INTO orders (user_id) SELECT id FROM users WHERE name = 'alice';"
+
+TESTS = """
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_isolated_db_has_schema_and_no_data(isolated_db):
+    assert await isolated_db.fetchval("SELECT count(*) FROM users") == 0
+    await isolated_db.execute("INSERT INTO users (name) VALUES ('only-here')")
+
+
+async def test_each_test_gets_its_own_database(isolated_db):
+    assert await isolated_db.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_db_with_fixtures_has_every_fixture(db_with_fixtures):
+    assert await db_with_fixtures.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def test_fixture_loader_loads_named_in_dependency_order(isolated_db, fixture_loader):
+    await fixture_loader(["orders", "users"])
+    assert await isolated_db.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def test_fixture_loader_unknown_name_lists_available(fixture_loader):
+    with pytest.raises(ValueError, match="no fixture named 'nope'; available: users, orders"):
+        await fixture_loader(["nope"])
+
+
+async def test_db_pool_factory_gives_separate_databases(db_pool_factory):
+    one = await db_pool_factory()
+    two = await db_pool_factory()
+    assert await one.fetchval("SELECT current_database()") != await two.fetchval("SELECT current_database()")
+    await db_pool_factory.cleanup(one)
+    assert one._closed
+"""
+
+
+def server_databases() -> list[str]:
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS)
+        try:
+            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_test\\_%'")
+            return [r["datname"] for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def orphans() -> list[str]:
+    """Test databases whose creator process is gone: what a run must never leave behind."""
+    found = []
+    for name in server_databases():
+        pid = int(name.split("_")[3])
+        if pid and not pgfast._pid_alive(pid):
+            found.append(name)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _drop_project_templates(tmp_path: Path) -> Iterator[None]:
+    """Each project here is new, so its templates would never be reused: drop them after."""
+    yield
+    project = pgfast._short_hash(str(tmp_path.resolve()))
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS)
+        try:
+            for row in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1", f"pgfast_tpl_{project}_%"
+            ):
+                await pgfast._drop_database(conn, row["datname"])
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = strict") -> Path:
+    (root / "app/migrations").mkdir(parents=True)
+    (root / "app/migrations/20250101000000_users_up.sql").write_text(MIGRATION)
+    (root / "app/migrations/20250102000000_orders_up.sql").write_text(SECOND)
+    (root / "app/fixtures").mkdir(parents=True)
+    (root / "app/fixtures/20250101000000_users_fixture.sql").write_text(USERS_FIXTURE)
+    (root / "app/fixtures/20250102000000_orders_fixture.sql").write_text(ORDERS_FIXTURE)
+    (root / "tests").mkdir()
+    (root / "tests/test_app.py").write_text(TESTS)
+    (root / "tests/conftest.py").write_text(conftest)
+    (root / "pytest.ini").write_text(f"[pytest]\n{ini}\nfilterwarnings = error\n")
+    return root
+
+
+def run_pytest(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_passed(result: subprocess.CompletedProcess[str], count: int) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{count} passed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("conftest", "args"),
+    [
+        ("", ()),  # the installed entry point alone
+        ('pytest_plugins = ["pgfast_pytest"]\n', ()),  # vendored style, also installed
+        ("from pgfast_pytest import *  # noqa\n", ()),  # star import, also installed
+        ("from pgfast_pytest import *  # noqa\n", ("-p", "no:pgfast_pytest")),  # star import alone
+        ('from pgfast_pytest import *  # noqa\npytest_plugins = ["pgfast_pytest"]\n', ()),  # all three
+    ],
+    ids=["entry-point", "pytest_plugins", "star-import", "star-import-only", "all-combined"],
+)
+def test_every_way_of_enabling_the_plugin_works(tmp_path: Path, conftest: str, args: tuple[str, ...]) -> None:
+    result = run_pytest(make_project(tmp_path, conftest), *args)
+    assert_passed(result, 6)
+    assert orphans() == []
+
+
+def test_auto_mode_needs_no_marks(tmp_path: Path) -> None:
+    project = make_project(tmp_path, ini="asyncio_mode = auto")
+    (project / "tests/test_app.py").write_text(TESTS.replace("pytestmark = pytest.mark.asyncio", ""))
+    assert_passed(run_pytest(project), 6)
+
+
+def test_session_loop_scope_works(tmp_path: Path) -> None:
+    ini = "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = session\nasyncio_default_test_loop_scope = session"
+    assert_passed(run_pytest(make_project(tmp_path, ini=ini)), 6)
+
+
+def test_parallel_with_xdist_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = run_pytest(make_project(tmp_path), "-n", "2")
+    assert_passed(result, 6)
+    assert orphans() == []
+
+
+def test_failed_test_with_unreleased_connection_still_gets_dropped(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / "tests/test_app.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_leaves_a_transaction_open(isolated_db):\n"
+        "    conn = await isolated_db.acquire()\n"
+        "    await conn.execute('BEGIN; LOCK TABLE users')\n"
+        "    assert False, 'failing on purpose'\n"
+    )
+    started = time.monotonic()
+    result = run_pytest(project)
+    assert result.returncode == 1 and "failing on purpose" in result.stdout
+    assert time.monotonic() - started < 60
+    assert orphans() == []
+
+
+def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / "tests/test_app.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_fails(isolated_db):\n"
+        "    await isolated_db.execute(\"INSERT INTO users (name) VALUES ('evidence')\")\n"
+        "    assert False\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_passes(isolated_db):\n"
+        "    pass\n"
+    )
+    before = set(server_databases())
+    result = run_pytest(project, "--pgfast-keep-failed")
+    assert result.returncode == 1
+    assert "pgfast: databases kept for failed tests" in result.stdout
+    kept = sorted(set(server_databases()) - before)
+    assert len(kept) == 1 and f"/{kept[0]}'" in result.stdout
+    assert "_0_" in kept[0]  # owned by no process, so the next run's sweep leaves it
+
+    async def check_and_drop() -> str:
+        conn = await asyncpg.connect(
+            (os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS).rsplit("/", 1)[0]
+            + "/"
+            + kept[0]
+        )
+        try:
+            return str(await conn.fetchval("SELECT name FROM users"))
+        finally:
+            await conn.close()
+            admin = await asyncpg.connect(os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS)
+            await pgfast._drop_database(admin, kept[0])
+            await admin.close()
+
+    assert asyncio.run(check_and_drop()) == "evidence"
+
+
+def test_killed_run_is_swept_by_the_next_run(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / "tests/test_slow.py").write_text(
+        "import asyncio, pytest\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_hangs(isolated_db):\n"
+        "    await asyncio.sleep(120)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")}
+    log = project / "run.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:benchmark",
+                "tests/test_slow.py",
+            ],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while not any(f"_{process.pid}_" in name for name in server_databases()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the run never created its database:\n{log.read_text()}")
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = [name for name in server_databases() if f"_{process.pid}_" in name]
+    assert left, "SIGKILL should have left the database behind"
+    (project / "tests/test_slow.py").unlink()
+    assert_passed(run_pytest(project), 6)
+    assert not set(left) & set(server_databases())
