@@ -359,3 +359,53 @@ async def test_dependency_override_of_get_db_pool_redirects_every_dependency(
     async with serve(app) as client:
         response = await client.get("/notes", headers={"x-tenant": "acme"})
     assert response.json()["bodies"] == ["from override"]
+
+
+async def test_session_state_a_handler_leaves_is_reset_before_the_next_request(
+    isolated_db: asyncpg.Pool,
+) -> None:
+    """The RLS dependency sends the pool's reset with its COMMIT; either way nothing survives."""
+    app = FastAPI(
+        lifespan=pgfast.create_lifespan(
+            pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=1, max_connections=1)
+        )
+    )
+    rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": "t"})
+
+    @app.post("/leave/{how}")
+    async def leave(how: str, rls_conn: Any = Depends(rls)) -> None:
+        await rls_conn.execute("SELECT set_config('app.leftover', $1, false)", how)  # session-level
+
+    @app.post("/leave-plain/{how}")
+    async def leave_plain(how: str, conn: Any = Depends(pgfast.get_db_connection)) -> None:
+        await conn.execute("SELECT set_config('app.leftover', $1, false)", how)
+
+    @app.get("/look")
+    async def look(conn: Any = Depends(pgfast.get_db_connection)) -> str:
+        return str(await conn.fetchval("SELECT current_setting('app.leftover', true)"))
+
+    async with serve(app) as client:
+        assert (await client.post("/leave/rls")).status_code == 200
+        assert (await client.get("/look")).json() == ""
+        assert (await client.post("/leave-plain/plain")).status_code == 200
+        assert (await client.get("/look")).json() == ""
+
+
+async def test_handler_that_swallows_a_failed_statement_gets_a_500(
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(_url_of(isolated_db)))))
+    rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": "acme"})
+
+    @app.post("/")
+    async def swallow(conn: Any = Depends(rls)) -> str:
+        await conn.execute("INSERT INTO notes (tenant_id, body) VALUES ('acme', 'lost')")
+        try:
+            await conn.execute("SELECT 1/0")
+        except asyncpg.DivisionByZeroError:
+            pass  # the transaction is now failed; COMMIT would silently roll back
+        return "ok"
+
+    async with serve(app) as client:
+        assert (await client.post("/")).status_code == 500
+    assert await isolated_db.fetchval("SELECT count(*) FROM notes") == 0
