@@ -22,7 +22,6 @@ Version 0.9.0. MIT licence. https://github.com/pgfast/pgfast
 """
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -42,7 +41,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-if TYPE_CHECKING:  # asyncpg is imported where it is used, so `pgfast --help` starts fast.
+# asyncio, asyncpg and FastAPI are imported where they are used: together they cost more than
+# the rest of the module, and `pgfast --help` or `pgfast schema status` should start fast.
+if TYPE_CHECKING:
+    import asyncio
+
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
@@ -346,6 +349,8 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
     Connection refusals (a database still starting) are retried with back-off until
     `config.timeout` has passed; wrong passwords or unknown databases fail at once.
     """
+    import asyncio
+
     import asyncpg
 
     already_reset: set[int] = set()
@@ -382,6 +387,8 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
 
 async def close_pool(pool: "asyncpg.Pool", timeout: float = 10.0) -> None:
     """Close `pool` gracefully; terminate what is still held after `timeout` or on cancel."""
+    import asyncio
+
     _reset_already_sent.pop(id(pool), None)
     try:
         await asyncio.wait_for(pool.close(), timeout)
@@ -1313,6 +1320,8 @@ async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose:
     A blocking pg_advisory_lock waiter would sit in a transaction that a concurrent
     CREATE INDEX CONCURRENTLY waits for, deadlocking both; polling leaves no such waiter.
     """
+    import asyncio
+
     deadline = time.monotonic() + timeout
     while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
         if time.monotonic() >= deadline:
@@ -1510,6 +1519,7 @@ class IsolatedDatabases:
 
     def start(self) -> "IsolatedDatabases":
         """Start the background loop, sweep dead runs' databases, build or reuse the template."""
+        import asyncio
         import threading
 
         loop = asyncio.new_event_loop()
@@ -1525,6 +1535,8 @@ class IsolatedDatabases:
 
     def close(self) -> None:
         """Drop every database still alive, close the admin pool and stop the loop."""
+        import asyncio
+
         loop, self._loop = self._loop, None
         if loop is None:
             return
@@ -1565,11 +1577,15 @@ class IsolatedDatabases:
     # The coroutines below run on the background loop only.
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        import asyncio
+
         if self._loop is None:
             raise PgfastError("IsolatedDatabases is not started; call start() first")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        import asyncio
+
         if self._loop is None:
             raise PgfastError("IsolatedDatabases is not started; call start() first")
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
@@ -1948,6 +1964,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def _run_with_connection(fn: Callable[["_Connection"], Awaitable[_T]], url: str | None = None) -> _T:
+    import asyncio
+
     url = url or DatabaseConfig.from_env().url
     _check_url(url, "DATABASE_URL")
 
@@ -2087,6 +2105,8 @@ def _admin_url() -> str:
 
 
 def _cmd_testdb_create(args: argparse.Namespace) -> int:
+    import asyncio
+
     migrations = discover_migrations()
     fixtures = discover_fixtures(migrations) if args.fixtures else ()
     with IsolatedDatabases(_admin_url(), migrations, fixtures) as databases:

@@ -1,0 +1,93 @@
+"""Whole-process time of `python -m pgfast schema ...` on 200 trivial migrations.
+
+    python benchmarks/bench_migrations.py [--runs 5] [--migrations 200]
+
+Each run applies `CREATE TABLE t_i (id int primary key)` x 200 to a fresh empty database, then
+times a no-op `up`, `status` and `--help`. The baseline, in the same run, is a bare asyncpg
+script applying the same files with one commit each. Prints medians. Server: TEST_DATABASE_URL.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pgfast  # noqa: E402
+
+URL = os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS
+BARE = """
+import asyncio, pathlib, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    for path in sorted(pathlib.Path(sys.argv[2]).glob("*_up.sql")):
+        async with conn.transaction():
+            await conn.execute(path.read_text())
+    await conn.close()
+asyncio.run(main())
+"""
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--migrations", type=int, default=200)
+    args = parser.parse_args()
+    project = Path(tempfile.mkdtemp(prefix="pgfast-bench-"))
+    folder = project / "migrations"
+    folder.mkdir()
+    for i in range(1, args.migrations + 1):
+        (folder / f"{i:04d}_t{i}_up.sql").write_text(f"CREATE TABLE t_{i} (id int PRIMARY KEY);\n")
+    python = [sys.executable, "-m", "pgfast"]
+    # A pip-installed module is byte-compiled; let this one be too, whatever the environment says.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
+    times: dict[str, list[float]] = {k: [] for k in ("bare", "up", "noop", "status", "help")}
+    subprocess.run([*python, "--help"], env=env, cwd=project, check=True, capture_output=True)  # compile once
+    with pgfast.IsolatedDatabases(URL, [], project="pgfast-bench-migrations") as databases:
+        for _ in range(args.runs):
+            for kind in ("bare", "up"):
+                name = asyncio.run(databases.create())
+                url = databases.url(name)
+                if kind == "bare":
+                    times["bare"].append(timed([sys.executable, "-c", BARE, url, str(folder)], env, project))
+                else:
+                    run_env = env | {"DATABASE_URL": url}
+                    times["up"].append(timed([*python, "schema", "up"], run_env, project))
+                    times["noop"].append(timed([*python, "schema", "up"], run_env, project))
+                    times["status"].append(timed([*python, "schema", "status"], run_env, project))
+                    times["help"].append(timed([*python, "--help"], run_env, project))
+                asyncio.run(databases.drop(name))
+    base = timed([sys.executable, "-c", "pass"], env, project)
+    print(f"{args.migrations} migrations, {args.runs} runs, median wall time of the whole process:")
+    labels = {
+        "bare": "bare asyncpg loop (baseline)",
+        "up": "pgfast schema up",
+        "noop": "pgfast schema up (no-op)",
+        "status": "pgfast schema status",
+        "help": "pgfast --help",
+    }
+    for key, label in labels.items():
+        print(
+            f"  {label:<30} {statistics.median(times[key]):6.3f} s   (runs: {', '.join(f'{t:.3f}' for t in times[key])})"
+        )
+    print(f"  {'python -c pass (interpreter)':<30} {base:6.3f} s")
+    print(
+        f"  pgfast up / bare loop: {statistics.median(times['up']) / statistics.median(times['bare']):.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
