@@ -36,7 +36,16 @@ import re
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -45,6 +54,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 # the rest of the module, and `pgfast --help` or `pgfast schema status` should start fast.
 if TYPE_CHECKING:
     import asyncio
+    import subprocess
 
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -69,6 +79,7 @@ __all__ = [
     # configuration
     "DatabaseConfig",
     "mask_url",
+    "database_url",
     # pool and lifespan
     "create_pool",
     "close_pool",
@@ -92,6 +103,7 @@ __all__ = [
     # test databases
     "SqlFixture",
     "IsolatedDatabases",
+    "EmbeddedPostgres",
     "discover_fixtures",
     "select_fixtures",
     "load_fixtures",
@@ -262,8 +274,9 @@ class DatabaseConfig:
 
     @classmethod
     def for_tests(cls, root: str | Path | None = None, **overrides: Any) -> "DatabaseConfig":
-        """The config test databases use: `TEST_DATABASE_URL` (default: local `postgres`), and
-        `PGFAST_MIGRATIONS_DIRS` / `PGFAST_FIXTURES_DIRS`, else the directories under `root`."""
+        """The config test databases use: `TEST_DATABASE_URL` (else the local `postgres`
+        database), `PGFAST_MIGRATIONS_DIRS` / `PGFAST_FIXTURES_DIRS`, else the directories
+        named `migrations` / `fixtures` under `root`."""
         base = Path(root) if root is not None else Path.cwd()
         values: dict[str, Any] = {
             "url": os.environ.get("TEST_DATABASE_URL") or DEFAULT_URL_FOR_TESTS,
@@ -322,6 +335,13 @@ def _check_url(url: object, where: str) -> None:
         _ = urlsplit(url).port  # parsing the port is what validates it
     except ValueError as exc:
         raise ConfigError(f"{where}={mask_url(url)!r} has an invalid port: {exc}") from exc
+
+
+def database_url(url: str, database: str) -> str:
+    """`url` pointed at another database on the same server (user, password, options kept)."""
+    parts = urlsplit(url)
+    query = [(k, database if k == "dbname" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, urlencode(query, safe="/"), parts.fragment))
 
 
 def _describe_target(url: str) -> str:
@@ -1484,8 +1504,10 @@ class IsolatedDatabases:
     `start()` builds (or reuses) the template under an advisory lock, so concurrent pytest
     processes and xdist workers build it once, and drops what dead runs on this host left.
     `create()` / `drop()` are awaitable from any event loop: the work runs on this object's
-    own loop in a background thread, which outlives every test's loop. `close()` drops every
-    database it created that is still there.
+    own loop in a background thread, which outlives every test's loop. With `prewarm=N`,
+    that thread keeps N clones ready so `create()` usually only hands one out, and
+    `release()` drops in the background. Every database made is tracked by name from the
+    moment its CREATE is sent, and `close()` drops all of them that still exist.
     """
 
     def __init__(
@@ -1495,6 +1517,7 @@ class IsolatedDatabases:
         fixtures: Sequence[SqlFixture] = (),
         *,
         project: str | Path | None = None,
+        prewarm: int = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         _check_url(admin_url, "TEST_DATABASE_URL")
@@ -1502,6 +1525,7 @@ class IsolatedDatabases:
         self.migrations = order_migrations(migrations)
         self.fixtures = tuple(fixtures)
         self.lock_timeout = lock_timeout
+        self.prewarm = prewarm
         # Templates are per project (its root directory), so projects sharing a server keep
         # theirs; a project's template of older migrations is stale and gets dropped.
         self._project = _short_hash(str(Path(project or Path.cwd()).resolve()))
@@ -1516,6 +1540,10 @@ class IsolatedDatabases:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._admin: asyncpg.Pool | None = None
         self._strategy = ""
+        self._ready: dict[bool, list[str]] = {False: [], True: []}  # by "with fixtures"
+        self._filling = {False: 0, True: 0}
+        self._background: set[asyncio.Future[None]] = set()
+        self._shared: str | None = None
 
     def start(self) -> "IsolatedDatabases":
         """Start the background loop, sweep dead runs' databases, build or reuse the template."""
@@ -1564,15 +1592,23 @@ class IsolatedDatabases:
         """Drop a database this object created, terminating any connection left on it."""
         await self._call(self._drop(name))
 
+    def release(self, name: str) -> None:
+        """Drop a database this object created, in the background; `close()` waits for it."""
+        if self._loop is None:
+            raise PgfastError("IsolatedDatabases is not started; call start() first")
+        self._loop.call_soon_threadsafe(self._spawn, self._drop(name))
+
+    async def shared(self) -> str:
+        """One database for the whole session (for tests that always roll back)."""
+        return await self._call(self._get_shared())
+
     async def keep(self, name: str) -> str:
         """Rename a test database so no sweep drops it; returns the new name."""
         return await self._call(self._keep(name))
 
     def url(self, name: str) -> str:
         """The admin URL pointed at database `name` (password and options kept)."""
-        parts = urlsplit(self.admin_url)
-        query = [(k, name if k == "dbname" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        return urlunsplit((parts.scheme, parts.netloc, "/" + name, urlencode(query), parts.fragment))
+        return database_url(self.admin_url, name)
 
     # The coroutines below run on the background loop only.
 
@@ -1611,16 +1647,54 @@ class IsolatedDatabases:
                 self._strategy = " STRATEGY FILE_COPY" if fsync == "off" else " STRATEGY WAL_LOG"
             await _sweep_dead_runs(conn, self._host)
         await self._ensure_template(fixtures=False)
+        self._refill(False)
 
     async def _close(self) -> None:
+        import asyncio
+
         if self._admin is None:
             return
+        while self._background:  # clones being made and drops under way
+            await asyncio.gather(*self._background, return_exceptions=True)
         for name in sorted(self._live):
             with contextlib.suppress(Exception):
                 await self._drop(name)
         await close_pool(self._admin, timeout=5)
 
     async def _create(self, fixtures: bool, keep: bool) -> str:
+        if keep:
+            return await self._clone(fixtures, keep=True)
+        ready = self._ready[fixtures]
+        name = ready.pop(0) if ready else await self._clone(fixtures, keep=False)
+        self._refill(fixtures)
+        return name
+
+    def _refill(self, fixtures: bool) -> None:
+        while len(self._ready[fixtures]) + self._filling[fixtures] < self.prewarm:
+            self._filling[fixtures] += 1
+            self._spawn(self._fill(fixtures))
+
+    async def _fill(self, fixtures: bool) -> None:
+        try:
+            self._ready[fixtures].append(await self._clone(fixtures, keep=False))
+        except Exception as exc:  # the next create() clones in the foreground and raises
+            logger.warning("pgfast: preparing a test database in the background failed: %s", exc)
+        finally:
+            self._filling[fixtures] -= 1
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        import asyncio
+
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _get_shared(self) -> str:
+        if self._shared is None:
+            self._shared = await self._clone(False, keep=False)
+        return self._shared
+
+    async def _clone(self, fixtures: bool, *, keep: bool) -> str:
         template = await self._ensure_template(fixtures=fixtures)
         self._counter += 1
         pid = 0 if keep else os.getpid()
@@ -1693,6 +1767,255 @@ class IsolatedDatabases:
             with contextlib.suppress(Exception):
                 await _drop_database(admin, name)
             raise
+
+
+class EmbeddedPostgres:
+    """A throwaway PostgreSQL tuned for tests, shared by the processes of one test run.
+
+    Data lives on tmpfs (`/dev/shm`) when there is one, with fsync, synchronous_commit and
+    full_page_writes off, and listens on a Unix socket only. `acquire()` starts it (or joins
+    it, under a file lock, when another process of the same `run_id` already did: xdist
+    workers) and returns its URL; `release()` leaves it, and the last process to leave stops
+    it and removes its files. A server whose processes all died (a SIGKILLed run) is stopped
+    by the next `acquire()` on the machine. The initdb result is cached per version, so a start
+    is a copy rather than an initdb. Run as root, the server runs as the `postgres` OS user.
+    """
+
+    def __init__(self, run_id: str | None = None, *, port: int | None = None) -> None:
+        self.run_id = run_id or str(os.getpid())
+        self.port = port
+        self.bindir = _find_pg_bindir()
+        self.base = _tmpfs_dir()
+        self.root = self.base / f"pgfast-pg-{self.run_id}"
+        self._owner = _server_user()
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@/postgres?host={self.root}"
+
+    def acquire(self) -> str:
+        """Start the server or join it; return its URL."""
+        _stop_orphaned_servers(self.base, self.bindir, keep=self.root)
+        with _file_lock(self.base / f"pgfast-pg-{self.run_id}.lock"):
+            if not (self.root / "data" / "postmaster.pid").exists():
+                self._start()
+            (self.root / "users").mkdir(exist_ok=True)
+            (self.root / "users" / str(os.getpid())).touch()
+        return self.url
+
+    def release(self) -> None:
+        """Leave the server; the last process to leave stops it and removes its files."""
+        with _file_lock(self.base / f"pgfast-pg-{self.run_id}.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / "users" / str(os.getpid())).unlink()
+            if not _live_users(self.root):
+                _stop_server(self.bindir, self.root)
+                # The run is over, nobody joins it any more: its lock file can go too.
+                (self.base / f"pgfast-pg-{self.run_id}.lock").unlink(missing_ok=True)
+
+    def __enter__(self) -> str:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _start(self) -> None:
+        import shutil
+
+        if self.root.exists():  # what a dead run left half made
+            shutil.rmtree(self.root)
+        cache = self._initdb_cache()
+        self.root.mkdir()
+        shutil.copytree(cache, self.root / "data", symlinks=True)
+        settings = {
+            "listen_addresses": "'127.0.0.1'" if self.port else "''",
+            "port": str(self.port or 5432),
+            "unix_socket_directories": f"'{self.root}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "wal_level": "minimal",
+            "max_wal_senders": "0",
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+            "autovacuum": "off",
+            "max_wal_size": "4GB",
+            "checkpoint_timeout": "1h",
+        }
+        with (self.root / "data" / "postgresql.auto.conf").open("a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self._give_to_owner(self.root)
+        result = self._run(
+            "pg_ctl",
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+        if result.returncode != 0:
+            log = (self.root / "server.log").read_text(errors="replace")[-2000:]
+            raise PgfastError(
+                f"the embedded PostgreSQL in {self.root} did not start: {result.stderr.strip()}\n{log}"
+            )
+
+    def _initdb_cache(self) -> Path:
+        output = self._run("postgres", "--version").stdout  # "postgres (PostgreSQL) 15.4 (Debian ...)"
+        version = match[1] if (match := re.search(r"\) ([0-9][0-9.]*)", output)) else "unknown"
+        cache = self.base / f"pgfast-initdb-{version}"
+        with _file_lock(self.base / f"pgfast-initdb-{version}.lock"):
+            if not cache.exists():
+                fresh = self.base / f"pgfast-initdb-{version}.{os.getpid()}"
+                fresh.mkdir()
+                self._give_to_owner(fresh)
+                result = self._run(
+                    "initdb",
+                    "-D",
+                    str(fresh),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                )
+                if result.returncode != 0:
+                    raise PgfastError(f"initdb failed for the embedded PostgreSQL: {result.stderr.strip()}")
+                fresh.rename(cache)
+        return cache
+
+    def _run(self, program: str, *args: str) -> "subprocess.CompletedProcess[str]":
+        import subprocess
+
+        user = self._owner[0] if self._owner else None
+        return subprocess.run(
+            [str(self.bindir / program), *args],
+            capture_output=True,
+            text=True,
+            user=user,
+            group=self._owner[1] if self._owner else None,
+            check=False,
+        )
+
+    def _give_to_owner(self, path: Path) -> None:
+        if self._owner is None:
+            return
+        uid, gid = self._owner
+        for folder, dirs, files in os.walk(path):
+            for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                os.chown(name, uid, gid, follow_symlinks=False)
+
+
+def _find_pg_bindir() -> Path:
+    """PGFAST_PG_BIN, else `pg_config --bindir`, else PATH, else the newest /usr/lib/postgresql/*/bin."""
+    import shutil
+    import subprocess
+
+    candidates = []
+    if os.environ.get("PGFAST_PG_BIN"):
+        candidates.append(Path(os.environ["PGFAST_PG_BIN"]))
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            ).stdout
+            candidates.append(Path(bindir.strip()))
+    if initdb := shutil.which("initdb"):
+        candidates.append(Path(initdb).resolve().parent)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    candidates.extend(reversed(versions))
+    for folder in candidates:
+        if all((folder / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return folder
+    raise PgfastError(
+        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found in PGFAST_PG_BIN, "
+        "pg_config --bindir, PATH or /usr/lib/postgresql/*/bin; install PostgreSQL's server package "
+        "(e.g. apt-get install postgresql) or set TEST_DATABASE_URL to a server pgfast may use"
+    )
+
+
+def _tmpfs_dir() -> Path:
+    import tempfile
+
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _server_user() -> tuple[int, int] | None:
+    """(uid, gid) to run the server as: PostgreSQL refuses to run as root."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        raise PgfastError(
+            "running as root, and PostgreSQL refuses to run as root: create a 'postgres' OS user "
+            "(installing PostgreSQL's server package does), or set TEST_DATABASE_URL"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _live_users(root: Path) -> list[int]:
+    pids = [int(p.name) for p in (root / "users").glob("*") if p.name.isdigit()]
+    return [pid for pid in pids if _pid_alive(pid)]
+
+
+def _stop_server(bindir: Path, root: Path) -> None:
+    import shutil
+    import subprocess
+
+    if (root / "data" / "postmaster.pid").exists():
+        owner = _server_user()
+        subprocess.run(
+            [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            user=owner[0] if owner else None,
+            group=owner[1] if owner else None,
+            check=False,
+        )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_orphaned_servers(base: Path, bindir: Path, keep: Path) -> None:
+    """Stop embedded servers whose every process died without stopping them."""
+    import fcntl
+
+    for root in base.glob("pgfast-pg-*"):
+        if root == keep or not root.is_dir():
+            continue
+        with (base / f"{root.name}.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its run is starting or stopping it right now
+            try:
+                if not _live_users(root):
+                    _stop_server(bindir, root)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def list_test_databases(conn: "_Connection") -> list[dict[str, Any]]:

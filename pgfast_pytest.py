@@ -3,12 +3,15 @@
 Installed with pip, the plugin is active on its own. Vendored, enable it in a conftest.py with
 `pytest_plugins = ["pgfast_pytest"]` or `from pgfast_pytest import *` (fixtures only).
 
-The server comes from TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres);
-the role needs CREATEDB. Migrations and fixtures are found as `pgfast schema` finds them, from
-the pytest root directory; override the `pgfast_config` fixture to point elsewhere.
+The server is TEST_DATABASE_URL (its role needs CREATEDB); unset, pgfast starts a throwaway
+PostgreSQL tuned for tests (tmpfs, no fsync) for the run, shared by xdist workers. Migrations
+and fixture files are found as `pgfast schema` finds them, from the pytest root directory;
+override the `pgfast_config` fixture to point elsewhere. PGFAST_PREWARM (default 2) is how
+many databases each process keeps cloned ahead of the tests that will use them.
 """
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from typing import Any
 
@@ -22,10 +25,12 @@ import pgfast
 __all__ = [
     "_pgfast_databases",
     "db_pool_factory",
+    "db_transaction",
     "db_with_fixtures",
     "fixture_loader",
     "isolated_db",
     "pgfast_config",
+    "pgfast_server_url",
 ]
 
 _KEPT = pytest.StashKey[list[str]]()
@@ -33,9 +38,22 @@ _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.fixture(scope="session")
-def pgfast_config(pytestconfig: pytest.Config) -> pgfast.DatabaseConfig:
+def pgfast_server_url() -> Iterator[str]:
+    """TEST_DATABASE_URL, else the URL of an embedded PostgreSQL started for this test run."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    # xdist workers of one run share a run id, and so one server.
+    server = pgfast.EmbeddedPostgres(os.environ.get("PYTEST_XDIST_TESTRUNUID"))
+    yield server.acquire()
+    server.release()
+
+
+@pytest.fixture(scope="session")
+def pgfast_config(pytestconfig: pytest.Config, pgfast_server_url: str) -> pgfast.DatabaseConfig:
     """The server and the migration/fixture directories the test databases are built from."""
-    return pgfast.DatabaseConfig.for_tests(pytestconfig.rootpath)
+    return pgfast.DatabaseConfig.for_tests(pytestconfig.rootpath, url=pgfast_server_url)
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +63,11 @@ def _pgfast_databases(
     # Sync and session-scoped: the manager runs its own event loop, independent of any test's.
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
+    prewarm = int(os.environ.get("PGFAST_PREWARM", "2"))
     project = pytestconfig.rootpath
-    with pgfast.IsolatedDatabases(pgfast_config.url, migrations, fixtures, project=project) as databases:
+    with pgfast.IsolatedDatabases(
+        pgfast_config.url, migrations, fixtures, project=project, prewarm=prewarm
+    ) as databases:
         yield databases
 
 
@@ -60,11 +81,12 @@ class _PoolFactory:
 
     async def __call__(self, *, fixtures: bool = False) -> asyncpg.Pool:
         name = await self._databases.create(fixtures=fixtures)
+        # One connection up front: most tests never need a second.
         config = dataclasses.replace(self._config, url=self._databases.url(name), min_connections=1)
         try:
             pool = await pgfast.create_pool(config)
         except BaseException:
-            await self._databases.drop(name)
+            self._databases.release(name)
             raise
         self._pools[pool] = name
         return pool
@@ -87,7 +109,7 @@ class _PoolFactory:
             if keep:
                 kept.append(await self._databases.keep(name))
             else:
-                await self._databases.drop(name)
+                self._databases.release(name)  # dropped in the background
         return kept
 
 
@@ -134,6 +156,27 @@ async def fixture_loader(
             await pgfast.load_fixtures(conn, chosen)
 
     return load
+
+
+@pytest_asyncio.fixture
+async def db_transaction(_pgfast_databases: pgfast.IsolatedDatabases) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to one shared migrated database, inside a transaction rolled back after the test.
+
+    About a millisecond instead of a clone, for tests that never need to commit (nor see
+    another connection's writes).
+    """
+    name = await _pgfast_databases.shared()
+    conn = await asyncpg.connect(_pgfast_databases.url(name), statement_cache_size=0)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield conn
+    finally:
+        try:
+            await transaction.rollback()
+            await conn.close(timeout=2)
+        except Exception:
+            conn.terminate()
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:

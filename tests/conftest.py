@@ -1,4 +1,8 @@
-"""Shared fixtures: the test schema under tests/schema, and a check that PostgreSQL is there."""
+"""Shared fixtures: the test schema under tests/schema, and the server the tests run on.
+
+The server is TEST_DATABASE_URL, else the embedded throwaway PostgreSQL that pgfast_pytest
+starts for the run: the same fixture (`pgfast_server_url`) users get.
+"""
 
 import asyncio
 import os
@@ -12,38 +16,33 @@ import pytest_asyncio
 import pgfast
 
 SCHEMA = Path(__file__).parent / "schema"
-ADMIN_URL = os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS
 
 
 @pytest.fixture(scope="session")
-def pgfast_config() -> pgfast.DatabaseConfig:
+def pgfast_config(pgfast_server_url: str) -> pgfast.DatabaseConfig:
     """The project's own tests run against the small multi-tenant schema in tests/schema."""
     return pgfast.DatabaseConfig(
-        url=ADMIN_URL, migrations_dirs=[SCHEMA / "migrations"], fixtures_dirs=[SCHEMA / "fixtures"]
+        url=pgfast_server_url, migrations_dirs=[SCHEMA / "migrations"], fixtures_dirs=[SCHEMA / "fixtures"]
     )
 
 
-def _server_reachable() -> str | None:
-    async def probe() -> None:
-        conn = await asyncpg.connect(ADMIN_URL, timeout=5)
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"PostgreSQL at {pgfast.mask_url(ADMIN_URL)} is not reachable ({exc}); set TEST_DATABASE_URL"
-    return None
-
-
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
+def postgres_server(request: pytest.FixtureRequest) -> str:
     """The admin URL; integration tests skip without a server locally, and fail under CI."""
-    problem = _server_reachable()
-    if problem:
+    try:
+        url: str = request.getfixturevalue("pgfast_server_url")
+        asyncio.run(_probe(url))
+    except (OSError, asyncpg.PostgresError, TimeoutError, pgfast.PgfastError) as exc:
+        problem = f"no PostgreSQL for the integration tests: {exc}"
         if os.environ.get("CI"):
             pytest.fail(problem)
         pytest.skip(problem)
-    return ADMIN_URL
+    return url
+
+
+async def _probe(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    await conn.close()
 
 
 @pytest.fixture(scope="session")

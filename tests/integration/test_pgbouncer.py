@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import httpx
@@ -42,8 +43,10 @@ def pgbouncer_port(postgres_server: str) -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (folder / "users.txt").write_text('"postgres" ""\n"pgfast_tenant" ""\n')
+    target = urlsplit(postgres_server)
+    backend_host = dict(parse_qsl(target.query)).get("host") or target.hostname or "127.0.0.1"
     (folder / "pgbouncer.ini").write_text(
-        "[databases]\n* = host=127.0.0.1 port=5432\n"
+        f"[databases]\n* = host={backend_host} port={target.port or 5432}\n"
         f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {folder}/users.txt\npool_mode = transaction\n"
         "default_pool_size = 2\nmax_db_connections = 2\nmax_client_conn = 500\nserver_reset_query =\n"
@@ -72,7 +75,7 @@ def pgbouncer_port(postgres_server: str) -> Iterator[int]:
 
 
 def through_bouncer(url: str, port: int, user: str) -> str:
-    database = url.rsplit("/", 1)[1]
+    database = urlsplit(url).path.lstrip("/")
     return f"postgresql://{user}@127.0.0.1:{port}/{database}"
 
 

@@ -61,9 +61,20 @@ async def test_db_pool_factory_gives_separate_databases(db_pool_factory):
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _server(postgres_server: str) -> Iterator[None]:
+    """The user projects below run on this suite's server, so what they leave can be seen."""
+    global SERVER
+    SERVER = postgres_server
+    yield
+
+
+SERVER = ""
+
+
 def server_databases() -> list[str]:
     async def run() -> list[str]:
-        conn = await asyncpg.connect(os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS)
+        conn = await asyncpg.connect(SERVER)
         try:
             rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_test\\_%'")
             return [r["datname"] for r in rows]
@@ -90,7 +101,7 @@ def _drop_project_templates(tmp_path: Path) -> Iterator[None]:
     project = pgfast._short_hash(str(tmp_path.resolve()))
 
     async def drop() -> None:
-        conn = await asyncpg.connect(os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS)
+        conn = await asyncpg.connect(SERVER)
         try:
             for row in await conn.fetch(
                 "SELECT datname FROM pg_database WHERE datname LIKE $1", f"pgfast_tpl_{project}_%"
@@ -116,8 +127,12 @@ def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = stri
     return root
 
 
+def user_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")} | {"TEST_DATABASE_URL": SERVER}
+
+
 def run_pytest(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")}
+    env = user_env()
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
         cwd=project,
@@ -201,20 +216,16 @@ def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) ->
     assert result.returncode == 1
     assert "pgfast: databases kept for failed tests" in result.stdout
     kept = sorted(set(server_databases()) - before)
-    assert len(kept) == 1 and f"/{kept[0]}'" in result.stdout
+    assert len(kept) == 1 and f"psql 'postgresql://postgres@" in result.stdout and f"/{kept[0]}" in result.stdout
     assert "_0_" in kept[0]  # owned by no process, so the next run's sweep leaves it
 
     async def check_and_drop() -> str:
-        conn = await asyncpg.connect(
-            (os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS).rsplit("/", 1)[0]
-            + "/"
-            + kept[0]
-        )
+        conn = await asyncpg.connect(pgfast.database_url(SERVER, kept[0]))
         try:
             return str(await conn.fetchval("SELECT name FROM users"))
         finally:
             await conn.close()
-            admin = await asyncpg.connect(os.environ.get("TEST_DATABASE_URL") or pgfast.DEFAULT_URL_FOR_TESTS)
+            admin = await asyncpg.connect(SERVER)
             await pgfast._drop_database(admin, kept[0])
             await admin.close()
 
@@ -229,7 +240,7 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path) -> None:
         "async def test_hangs(isolated_db):\n"
         "    await asyncio.sleep(120)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")}
+    env = user_env()
     log = project / "run.log"
     with log.open("w") as output:
         process = subprocess.Popen(

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import httpx
@@ -136,19 +137,22 @@ async def test_unreachable_server_fails_startup_fast_with_masked_password() -> N
 
 
 async def test_wrong_database_fails_at_once_naming_it(postgres_server: str) -> None:
-    url = postgres_server.rsplit("/", 1)[0] + "/pgfast_no_such_db"
+    url = pgfast.database_url(postgres_server, "pgfast_no_such_db")
     with pytest.raises(pgfast.DatabaseUnavailableError, match=r"/pgfast_no_such_db: .*does not exist"):
         await pgfast.create_pool(pgfast.DatabaseConfig(url=url, timeout=5))
 
 
 async def test_startup_waits_for_a_database_that_comes_up_later(isolated_db: asyncpg.Pool) -> None:
-    """A proxy port that starts accepting only after a delay stands in for a database still booting."""
-    target = isolated_db._connect_args[0]  # type: ignore[attr-defined]
-    host, port = "127.0.0.1", 5432
+    """A relay that starts listening only after a delay stands in for a database still booting."""
+    target = urlsplit(_url_of(isolated_db))
+    socket_dir = dict(parse_qsl(target.query)).get("host")
     listener_port = _free_port()
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(host, port)
+        if socket_dir:
+            up_reader, up_writer = await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.{target.port or 5432}")
+        else:
+            up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port or 5432)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while data := await src.read(65536):
@@ -162,13 +166,12 @@ async def test_startup_waits_for_a_database_that_comes_up_later(isolated_db: asy
         await asyncio.sleep(0.7)
         return await asyncio.start_server(relay, "127.0.0.1", listener_port)
 
-    url = target.replace("127.0.0.1:5432", f"127.0.0.1:{listener_port}")
-    assert url != target
+    url = f"postgresql://{target.username}@127.0.0.1:{listener_port}{target.path}"
     opener = asyncio.create_task(open_later())
     pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url, min_connections=1, timeout=8))
     server = await opener
     try:
-        assert await pool.fetchval("SELECT 1") == 1
+        assert await pool.fetchval("SELECT current_database()") == target.path.lstrip("/")
     finally:
         await pgfast.close_pool(pool)
         server.close()
