@@ -29,6 +29,7 @@ import functools
 import graphlib
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -341,7 +342,9 @@ def database_url(url: str, database: str) -> str:
     """`url` pointed at another database on the same server (user, password, options kept)."""
     parts = urlsplit(url)
     query = [(k, database if k == "dbname" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, urlencode(query, safe="/"), parts.fragment))
+    return urlunsplit(
+        (parts.scheme, parts.netloc, "/" + database, urlencode(query, safe="/"), parts.fragment)
+    )
 
 
 def _describe_target(url: str) -> str:
@@ -1405,6 +1408,7 @@ _TEMPLATE_DB: Final = re.compile(
     r"pgfast_tpl_(?P<project>[0-9a-f]{6})_(?P<hash>[0-9a-f]{16})(?P<fixtures>_f)?"
 )
 _TEMPLATE_FORMAT: Final = "pgfast-template-1"  # bump when the ledger or template layout changes
+_database_numbers: Final = itertools.count(1)  # process-wide: names stay unique across managers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1534,7 +1538,6 @@ class IsolatedDatabases:
             f"pgfast_tpl_{self._project}_{template_hash(self.migrations, self.fixtures)}_f"
         )
         self._host = _host_id()
-        self._counter = 0
         self._live: set[str] = set()
         self._built: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1696,9 +1699,8 @@ class IsolatedDatabases:
 
     async def _clone(self, fixtures: bool, *, keep: bool) -> str:
         template = await self._ensure_template(fixtures=fixtures)
-        self._counter += 1
         pid = 0 if keep else os.getpid()
-        name = f"pgfast_test_{self._host}_{pid}_{int(time.time())}_{self._counter}"
+        name = f"pgfast_test_{self._host}_{pid}_{int(time.time())}_{next(_database_numbers)}"
         assert self._admin is not None
         self._live.add(name)
         try:
@@ -1985,17 +1987,22 @@ def _live_users(root: Path) -> list[int]:
 
 def _stop_server(bindir: Path, root: Path) -> None:
     import shutil
+    import signal
     import subprocess
 
-    if (root / "data" / "postmaster.pid").exists():
+    pidfile = root / "data" / "postmaster.pid"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        postmaster = int(pidfile.read_text().split()[0])
         owner = _server_user()
         subprocess.run(
-            [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+            [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "-t", "20", "stop"],
             capture_output=True,
             user=owner[0] if owner else None,
             group=owner[1] if owner else None,
             check=False,
         )
+        if _pid_alive(postmaster):  # pg_ctl failed: its files are about to go, so must it
+            os.kill(postmaster, signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -2003,17 +2010,21 @@ def _stop_orphaned_servers(base: Path, bindir: Path, keep: Path) -> None:
     """Stop embedded servers whose every process died without stopping them."""
     import fcntl
 
-    for root in base.glob("pgfast-pg-*"):
-        if root == keep or not root.is_dir():
+    for lock in base.glob("pgfast-pg-*.lock"):
+        root = lock.with_suffix("")
+        if root == keep:
             continue
-        with (base / f"{root.name}.lock").open("a") as handle:
+        with lock.open("a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its run is starting or stopping it right now
             try:
-                if not _live_users(root):
+                if root.is_dir() and not _live_users(root):
                     _stop_server(bindir, root)
+                # A lock file a minute old with no server is a dead run's, never joined again.
+                if not root.exists() and time.time() - lock.stat().st_mtime > 60:
+                    lock.unlink(missing_ok=True)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -2234,6 +2245,16 @@ def _build_parser() -> argparse.ArgumentParser:
     tcreate = tcommands.add_parser("create", help="clone a new migrated database from the template")
     tcreate.add_argument("--fixtures", action="store_true", help="with every SQL fixture loaded")
     tcreate.set_defaults(handler=_cmd_testdb_create)
+    tserver = tcommands.add_parser(
+        "server", help="run the embedded test PostgreSQL in the foreground and print its URL"
+    )
+    tserver.add_argument(
+        "--port",
+        type=_version,
+        metavar="PORT",
+        help="also listen on 127.0.0.1:PORT (default: Unix socket only)",
+    )
+    tserver.set_defaults(handler=_cmd_testdb_server)
     tlist = tcommands.add_parser("list", help="list pgfast's databases: name, kind, size, age, creator")
     tlist.set_defaults(handler=_cmd_testdb_list)
     tclean = tcommands.add_parser("cleanup", help="drop test databases and stale templates")
@@ -2436,6 +2457,24 @@ def _cmd_testdb_create(args: argparse.Namespace) -> int:
         name = asyncio.run(databases.create(fixtures=args.fixtures, keep=True))
         print(f"created {name}\nurl: {mask_url(databases.url(name))}")
     return 0
+
+
+def _cmd_testdb_server(args: argparse.Namespace) -> int:
+    import signal
+
+    server = EmbeddedPostgres(f"server-{os.getpid()}", port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on kill too
+    url = server.acquire()
+    try:
+        print("embedded PostgreSQL is running; Ctrl-C stops it and deletes its data")
+        print(f"export TEST_DATABASE_URL='{url}'")
+        sys.stdout.flush()
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.release()
 
 
 def _cmd_testdb_list(args: argparse.Namespace) -> int:

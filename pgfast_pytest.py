@@ -38,14 +38,15 @@ _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.fixture(scope="session")
-def pgfast_server_url() -> Iterator[str]:
+def pgfast_server_url(pytestconfig: pytest.Config) -> Iterator[str]:
     """TEST_DATABASE_URL, else the URL of an embedded PostgreSQL started for this test run."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
         return
-    # xdist workers of one run share a run id, and so one server.
-    server = pgfast.EmbeddedPostgres(os.environ.get("PYTEST_XDIST_TESTRUNUID"))
+    # xdist workers of one run share its testrunuid, and so one server.
+    worker = getattr(pytestconfig, "workerinput", {})
+    server = pgfast.EmbeddedPostgres(worker.get("testrunuid"))
     yield server.acquire()
     server.release()
 

@@ -128,7 +128,9 @@ def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = stri
 
 
 def user_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")} | {"TEST_DATABASE_URL": SERVER}
+    return {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")} | {
+        "TEST_DATABASE_URL": SERVER
+    }
 
 
 def run_pytest(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -216,7 +218,9 @@ def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) ->
     assert result.returncode == 1
     assert "pgfast: databases kept for failed tests" in result.stdout
     kept = sorted(set(server_databases()) - before)
-    assert len(kept) == 1 and f"psql 'postgresql://postgres@" in result.stdout and f"/{kept[0]}" in result.stdout
+    assert (
+        len(kept) == 1 and "psql 'postgresql://postgres@" in result.stdout and f"/{kept[0]}" in result.stdout
+    )
     assert "_0_" in kept[0]  # owned by no process, so the next run's sweep leaves it
 
     async def check_and_drop() -> str:

@@ -150,7 +150,9 @@ async def test_startup_waits_for_a_database_that_comes_up_later(isolated_db: asy
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if socket_dir:
-            up_reader, up_writer = await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.{target.port or 5432}")
+            up_reader, up_writer = await asyncio.open_unix_connection(
+                f"{socket_dir}/.s.PGSQL.{target.port or 5432}"
+            )
         else:
             up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port or 5432)
 

@@ -1,0 +1,174 @@
+"""The embedded throwaway PostgreSQL (no TEST_DATABASE_URL), db_transaction, `test-db server`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+import pgfast
+
+PROJECT_TESTS = """
+import os
+
+import pytest
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.mark.parametrize("n", range(4))
+async def test_server_facts(isolated_db, n):
+    facts = [await isolated_db.fetchval(f"SHOW {name}") for name in ("data_directory", "fsync", "synchronous_commit")]
+    with open(os.environ["FACTS_FILE"], "a") as f:
+        f.write(" ".join(facts) + "\\n")
+
+
+async def test_transaction_writes(db_transaction):
+    await db_transaction.execute("INSERT INTO items (name) VALUES ('rolled back')")
+    assert await db_transaction.fetchval("SELECT count(*) FROM items") == 1
+
+
+async def test_transaction_sees_nothing_left(db_transaction):
+    assert await db_transaction.fetchval("SELECT count(*) FROM items") == 0
+"""
+
+
+def embedded_dirs() -> set[str]:
+    return {p.name for p in pgfast._tmpfs_dir().glob("pgfast-pg-*") if p.is_dir()}
+
+
+def user_project(root: Path) -> Path:
+    (root / "migrations").mkdir(parents=True)
+    (root / "migrations/1_items_up.sql").write_text("CREATE TABLE items (id serial PRIMARY KEY, name text);")
+    (root / "tests").mkdir()
+    (root / "tests/test_it.py").write_text(PROJECT_TESTS)
+    (root / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    return root
+
+
+def env_without_server() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TEST_DATABASE_URL", "DATABASE_URL") and not k.startswith("PGFAST_")
+    }
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    yield user_project(tmp_path / "project")
+
+
+def test_no_test_database_url_starts_one_tuned_server_shared_by_workers(project: Path) -> None:
+    before = embedded_dirs()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-n", "2"],
+        cwd=project,
+        env=env_without_server() | {"FACTS_FILE": str(project / "facts.txt")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed" in result.stdout
+    facts = {line for line in (project / "facts.txt").read_text().splitlines()}
+    assert len(facts) == 1, facts  # both workers, one server
+    data_directory, fsync, synchronous_commit = facts.pop().split()
+    assert (fsync, synchronous_commit) == ("off", "off")
+    assert data_directory.startswith(str(pgfast._tmpfs_dir() / "pgfast-pg-"))
+    assert embedded_dirs() == before  # stopped and removed
+    assert not Path(data_directory).exists()
+
+
+def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
+    (project / "tests/test_hang.py").write_text(
+        "import asyncio, pytest\n\n@pytest.mark.asyncio\nasync def test_hang(isolated_db):\n"
+        "    print(await isolated_db.fetchval('SHOW data_directory'), flush=True)\n    await asyncio.sleep(300)\n"
+    )
+    before = embedded_dirs()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:benchmark",
+            "tests/test_hang.py",
+        ],
+        cwd=project,
+        env=env_without_server(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = ""
+    deadline = time.monotonic() + 120
+    while "pgfast-pg-" not in line:
+        assert time.monotonic() < deadline and process.poll() is None, "the run never reached its test"
+        line = process.stdout.readline()
+    data_directory = Path(line.strip().split()[-1])
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
+    assert pgfast._pid_alive(postmaster), "SIGKILL leaves the server running"
+    (project / "tests/test_hang.py").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark"],
+        cwd=project,
+        env=env_without_server() | {"FACTS_FILE": str(project / "facts.txt")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    deadline = time.monotonic() + 10
+    while pgfast._pid_alive(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pgfast._pid_alive(postmaster)
+    assert not data_directory.parent.exists()
+    assert embedded_dirs() == before
+
+
+def test_testdb_server_prints_a_url_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgfast", "test-db", "server"],
+        cwd=tmp_path,
+        env=env_without_server(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    assert "embedded PostgreSQL is running" in first, first + process.stderr.read()
+    export = process.stdout.readline().strip()
+    assert export.startswith("export TEST_DATABASE_URL='postgresql://postgres@/postgres?host=")
+    url = export.split("'")[1]
+
+    async def check() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            return str(await conn.fetchval("SHOW fsync"))
+        finally:
+            await conn.close()
+
+    import asyncio
+
+    assert asyncio.run(check()) == "off"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    process.stdout.close()
+    process.stderr.close()
+    socket_dir = Path(url.split("host=")[1])
+    assert not socket_dir.exists()

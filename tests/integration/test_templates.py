@@ -1,0 +1,247 @@
+"""Templates and test databases: building, reuse, a non-superuser role, cleanup, the CLI."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+import pgfast
+
+
+def sql(url: str, statement: str, *args: Any) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(statement, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def databases_named(url: str, pattern: str) -> list[str]:
+    return [r["datname"] for r in sql(url, "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
+
+
+def write_migrations(root: Path, *bodies: str) -> list[pgfast.Migration]:
+    folder = root / "migrations"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, body in enumerate(bodies, 1):
+        (folder / f"{i}_m{i}_up.sql").write_text(body)
+    return pgfast.discover_migrations([folder])
+
+
+@pytest.fixture
+def project(tmp_path: Path, postgres_server: str) -> Iterator[Path]:
+    """A project of its own, so its templates are its own; they are dropped afterwards."""
+    yield tmp_path
+    prefix = f"pgfast_tpl_{pgfast._short_hash(str(tmp_path.resolve()))}_%"
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            for row in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", prefix):
+                await pgfast._drop_database(conn, row["datname"])
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def test_template_is_marked_complete_and_unconnectable(project: Path, postgres_server: str) -> None:
+    migrations = write_migrations(project, "CREATE TABLE a (id int);")
+    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+        row = sql(
+            postgres_server,
+            "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = $1",
+            databases.template,
+        )
+        assert [tuple(r) for r in row] == [(True, False)]
+        name = asyncio.run(databases.create())
+        assert sql(databases.url(name), "SELECT count(*) AS n FROM a")[0]["n"] == 0
+    assert databases_named(postgres_server, name) == []
+
+
+def test_a_createdb_role_without_superuser_builds_clones_and_drops(
+    project: Path, postgres_server: str
+) -> None:
+    sql(
+        postgres_server,
+        "DO $$ BEGIN CREATE ROLE pgfast_creator LOGIN CREATEDB; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    assert not sql(postgres_server, "SELECT rolsuper FROM pg_roles WHERE rolname = 'pgfast_creator'")[0][
+        "rolsuper"
+    ]
+    scheme, rest = postgres_server.split("://", 1)
+    creator = f"{scheme}://pgfast_creator@{rest.split('@', 1)[-1]}"
+    migrations = write_migrations(project, "CREATE TABLE a (id int);", "CREATE INDEX ON a (id);")
+    with pgfast.IsolatedDatabases(creator, migrations, project=project, prewarm=1) as databases:
+        owner = sql(
+            postgres_server,
+            "SELECT pg_get_userbyid(datdba) AS o, datistemplate FROM pg_database WHERE datname = $1",
+            databases.template,
+        )
+        assert (owner[0]["o"], owner[0]["datistemplate"]) == ("pgfast_creator", True)
+        names = [asyncio.run(databases.create()) for _ in range(3)]
+        assert all(
+            sql(databases.url(n), "SELECT current_user AS u")[0]["u"] == "pgfast_creator" for n in names
+        )
+    assert [n for n in names if databases_named(postgres_server, n)] == []
+
+
+def test_half_built_template_is_rebuilt(project: Path, postgres_server: str) -> None:
+    migrations = write_migrations(project, "CREATE TABLE a (id int);")
+    template = pgfast.IsolatedDatabases(postgres_server, migrations, project=project).template
+    sql(postgres_server, f'CREATE DATABASE "{template}"')  # as a run killed mid-build leaves it
+    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+        name = asyncio.run(databases.create())
+        assert sql(databases.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
+
+
+def test_unchanged_migrations_reuse_the_template_and_changed_ones_replace_it(
+    project: Path, postgres_server: str
+) -> None:
+    migrations = write_migrations(project, "CREATE TABLE a (id int);")
+    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as first:
+        oid = sql(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", first.template)[0]["oid"]
+    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as again:
+        assert (
+            sql(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", again.template)[0]["oid"]
+            == oid
+        )
+    changed = write_migrations(project, "CREATE TABLE a (id bigint);")
+    with pgfast.IsolatedDatabases(postgres_server, changed, project=project) as newer:
+        assert newer.template != first.template
+        assert databases_named(postgres_server, first.template) == []
+        assert databases_named(postgres_server, newer.template) == [newer.template]
+
+
+def test_concurrent_starts_build_one_template(project: Path, postgres_server: str) -> None:
+    migrations = write_migrations(
+        project, "CREATE TABLE runs (n int); INSERT INTO runs VALUES (1); SELECT pg_sleep(0.3);"
+    )
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+                name = asyncio.run(databases.create())
+                results.append(sql(databases.url(name), "SELECT count(*) AS n FROM runs")[0]["n"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and results == [1, 1, 1, 1]
+
+
+def test_failing_migration_fails_the_build_and_leaves_no_template(
+    project: Path, postgres_server: str
+) -> None:
+    migrations = write_migrations(project, "CREATE TABLE a (id int);", "SELEC broken;")
+    databases = pgfast.IsolatedDatabases(postgres_server, migrations, project=project)
+    with pytest.raises(
+        pgfast.MigrationFailedError, match=r"applying 2_m2 failed at .*2_m2_up.sql:1: PostgresSyntaxError"
+    ):
+        databases.start()
+    assert databases_named(postgres_server, databases.template) == []
+
+
+def test_fixture_files_are_validated(tmp_path: Path) -> None:
+    migrations = write_migrations(tmp_path, "SELECT 1;")
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    stray = fixtures / "99_nobody_fixture.sql"
+    stray.write_text("SELECT 1;")
+    with pytest.raises(
+        pgfast.MigrationFileError, match=r"99_nobody_fixture.sql: fixture version 99 matches no migration"
+    ):
+        pgfast.discover_fixtures(migrations, [fixtures])
+    stray.unlink()
+    (fixtures / "a").mkdir()
+    (fixtures / "a/1_x_fixture.sql").write_text("")
+    (fixtures / "1_y_fixture.sql").write_text("")
+    with pytest.raises(pgfast.MigrationFileError, match="two fixtures have version 1"):
+        pgfast.discover_fixtures(migrations, [fixtures])
+
+
+def test_drop_refuses_databases_pgfast_did_not_create(postgres_server: str) -> None:
+    async def attempt() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            await pgfast._drop_database(conn, "postgres")
+        finally:
+            await conn.close()
+
+    with pytest.raises(
+        pgfast.PgfastError, match="refusing to drop database 'postgres': pgfast did not create it"
+    ):
+        asyncio.run(attempt())
+
+
+def cli(project: Path, server: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
+    env["TEST_DATABASE_URL"] = server
+    return subprocess.run(
+        [sys.executable, "-m", "pgfast", "test-db", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+    )
+
+
+def test_cli_create_list_cleanup(project: Path, postgres_server: str) -> None:
+    write_migrations(project, "CREATE TABLE a (id int);")
+    other = "pgfast_user_data_not_ours"
+    sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
+    sql(postgres_server, f'CREATE DATABASE "{other}"')
+    try:
+        created = cli(project, postgres_server, "create")
+        assert created.returncode == 0, created.stderr
+        name = created.stdout.split()[1]
+        assert f"url: postgresql://postgres@/{name}" in created.stdout or f"/{name}" in created.stdout
+        assert sql(pgfast.database_url(postgres_server, name), "SELECT count(*) AS n FROM a")[0]["n"] == 0
+        listed = cli(project, postgres_server, "list")
+        line = next(line for line in listed.stdout.splitlines() if line.startswith(name))
+        assert " test " in line and "kept (no owner)" in line
+        assert other not in listed.stdout
+        refused = cli(project, postgres_server, "cleanup")
+        assert refused.returncode == 1 and "pass --all to drop them without asking" in refused.stderr
+        spared = cli(project, postgres_server, "cleanup", "--all", "--older-than", "1h")
+        assert spared.returncode == 0 and databases_named(postgres_server, name) == [name]
+        dropped = cli(project, postgres_server, "cleanup", "--all")
+        assert dropped.returncode == 0 and dropped.stdout.startswith("dropped ")
+        assert databases_named(postgres_server, name) == []
+        assert databases_named(postgres_server, other) == [other]
+    finally:
+        sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
+
+
+def test_cli_without_server_url_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pgfast", "test-db", "list"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (
+        "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create databases"
+        in result.stderr
+    )
