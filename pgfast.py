@@ -367,7 +367,7 @@ def _dirs_from_env(variable: str) -> tuple[str, ...] | None:
 
 
 async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool":
-    """Open an asyncpg pool and prove it with one round trip.
+    """Open an asyncpg pool and prove it can connect.
 
     Connection refusals (a database still starting) are retried with back-off until
     `config.timeout` has passed; wrong passwords or unknown databases fail at once.
@@ -391,12 +391,13 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
     while True:
         try:
             pool = await asyncpg.create_pool(**options)
-            try:
-                async with pool.acquire(timeout=config.timeout) as conn:
-                    await conn.fetchval("SELECT 1")
-            except BaseException:
-                pool.terminate()
-                raise
+            if not options["min_size"]:  # else the pool has just connected: proof enough
+                try:
+                    async with pool.acquire(timeout=config.timeout) as conn:
+                        await conn.fetchval("SELECT 1")
+                except BaseException:
+                    pool.terminate()
+                    raise
             _reset_already_sent[id(pool)] = already_reset
             return pool
         except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
@@ -1545,7 +1546,9 @@ class IsolatedDatabases:
         self._strategy = ""
         self._ready: dict[bool, list[str]] = {False: [], True: []}  # by "with fixtures"
         self._filling = {False: 0, True: 0}
+        self._wanted = {False}  # kinds handed out so far: only those are prepared ahead
         self._background: set[asyncio.Future[None]] = set()
+        self._released: list[str] = []  # appended from any thread, taken on the loop
         self._shared: str | None = None
 
     def start(self) -> "IsolatedDatabases":
@@ -1596,10 +1599,18 @@ class IsolatedDatabases:
         await self._call(self._drop(name))
 
     def release(self, name: str) -> None:
-        """Drop a database this object created, in the background; `close()` waits for it."""
+        """Hand a database back: the next `refill()` drops it in the background, or `close()`."""
+        self._released.append(name)
+
+    def refill(self) -> None:
+        """Start the background work: drop released databases, clone `prewarm` new ones.
+
+        Call it when the caller turns to other work, as the pytest plugin does once a test's
+        database is connected: on two cores, cloning while a test connects slows the connect.
+        """
         if self._loop is None:
             raise PgfastError("IsolatedDatabases is not started; call start() first")
-        self._loop.call_soon_threadsafe(self._spawn, self._drop(name))
+        self._loop.call_soon_threadsafe(self._refill_all)
 
     async def shared(self) -> str:
         """One database for the whole session (for tests that always roll back)."""
@@ -1650,7 +1661,7 @@ class IsolatedDatabases:
                 self._strategy = " STRATEGY FILE_COPY" if fsync == "off" else " STRATEGY WAL_LOG"
             await _sweep_dead_runs(conn, self._host)
         await self._ensure_template(fixtures=False)
-        self._refill(False)
+        self._refill_all()
 
     async def _close(self) -> None:
         import asyncio
@@ -1659,7 +1670,7 @@ class IsolatedDatabases:
             return
         while self._background:  # clones being made and drops under way
             await asyncio.gather(*self._background, return_exceptions=True)
-        for name in sorted(self._live):
+        for name in sorted(self._live | set(self._released)):
             with contextlib.suppress(Exception):
                 await self._drop(name)
         await close_pool(self._admin, timeout=5)
@@ -1667,15 +1678,17 @@ class IsolatedDatabases:
     async def _create(self, fixtures: bool, keep: bool) -> str:
         if keep:
             return await self._clone(fixtures, keep=True)
+        self._wanted.add(fixtures)
         ready = self._ready[fixtures]
-        name = ready.pop(0) if ready else await self._clone(fixtures, keep=False)
-        self._refill(fixtures)
-        return name
+        return ready.pop(0) if ready else await self._clone(fixtures, keep=False)
 
-    def _refill(self, fixtures: bool) -> None:
-        while len(self._ready[fixtures]) + self._filling[fixtures] < self.prewarm:
-            self._filling[fixtures] += 1
-            self._spawn(self._fill(fixtures))
+    def _refill_all(self) -> None:
+        while self._released:
+            self._spawn(self._drop(self._released.pop()))
+        for fixtures in self._wanted:
+            while len(self._ready[fixtures]) + self._filling[fixtures] < self.prewarm:
+                self._filling[fixtures] += 1
+                self._spawn(self._fill(fixtures))
 
     async def _fill(self, fixtures: bool) -> None:
         try:

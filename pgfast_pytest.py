@@ -89,6 +89,8 @@ class _PoolFactory:
         except BaseException:
             self._databases.release(name)
             raise
+        finally:
+            self._databases.refill()  # the test now runs: a good time for background work
         self._pools[pool] = name
         return pool
 
@@ -106,10 +108,11 @@ class _PoolFactory:
         kept = []
         for pool, name in list(self._pools.items()):
             self._pools.pop(pool)
-            await pgfast.close_pool(pool, timeout=2.0)
             if keep:
+                await pgfast.close_pool(pool, timeout=2.0)
                 kept.append(await self._databases.keep(name))
             else:
+                pool.terminate()  # its database is dropped anyway: no need to say goodbye
                 self._databases.release(name)  # dropped in the background
         return kept
 

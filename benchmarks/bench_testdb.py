@@ -1,0 +1,296 @@
+"""How long a test waits for its database: pgfast's fixtures against hand-rolled baselines.
+
+    python benchmarks/bench_testdb.py [--tests 100] [--migrations 20] [--quick]
+                                      [--durable-url URL] [--pgfast08 WHEEL]
+
+Generates a project with N migrations (a table and an index each) and a test file whose
+tests each take one database fixture, runs it with pytest (sequentially and with -n 2), and
+prints the whole-run wall time and the per-test set-up wait and teardown (median, p95):
+
+- isolated_db on the embedded server (no TEST_DATABASE_URL) and on a durable server;
+- db_transaction (one shared database, rolled back after each test);
+- baseline "migrate": a fresh empty database per test with the migrations applied to it;
+- baseline "clone": CREATE DATABASE ... TEMPLATE per test, made and dropped in the test's
+  own set-up and teardown (no pre-warming);
+- pgfast 0.8's isolated_db from its PyPI wheel, if --pgfast08 names one (it is not vendored);
+- isolated_db with tests that each do 20 ms of work, with 1 and 200 tables, and a 1,000-test run.
+
+The durable server is --durable-url (default: the local postgres on 127.0.0.1:5432).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DURABLE = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+TIMING = """
+import asyncio, json, os, time
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+import pgfast
+
+OUT = os.environ["BENCH_OUT"]
+
+
+def _record(kind, seconds):
+    with open(OUT, "a") as f:
+        f.write(json.dumps({"kind": kind, "s": seconds}) + "\\n")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    started = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        _record("setup", time.perf_counter() - started)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    started = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        _record("teardown", time.perf_counter() - started)
+"""
+
+BASELINES = '''
+MIGRATIONS = sorted(pgfast.discover_migrations(["migrations"]), key=lambda m: m.version)
+_n = iter(range(1, 10**9))
+
+
+def _name(kind):
+    return f"pgfast_test_bench_{kind}_{os.getpid()}_{next(_n)}"
+
+
+@pytest_asyncio.fixture
+async def migrate(pgfast_server_url):
+    """Baseline: an empty database per test, migrated by the test's own set-up."""
+    name = _name("m")
+    admin = await asyncpg.connect(pgfast_server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = pgfast.database_url(pgfast_server_url, name)
+    conn = await asyncpg.connect(url)
+    for m in MIGRATIONS:
+        async with conn.transaction():
+            await conn.execute(m.sql)
+    await conn.close()
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+def _bench_template(pgfast_server_url):
+    name = f"pgfast_tpl_bench_{os.getpid()}"
+
+    async def build():
+        admin = await asyncpg.connect(pgfast_server_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(pgfast.database_url(pgfast_server_url, name))
+        for m in MIGRATIONS:
+            await conn.execute(m.sql)
+        await conn.close()
+        await admin.close()
+
+    async def drop():
+        admin = await asyncpg.connect(pgfast_server_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    asyncio.run(build())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest_asyncio.fixture
+async def clone(pgfast_server_url, _bench_template):
+    """Baseline: CREATE DATABASE ... TEMPLATE in the test's set-up, DROP in its teardown."""
+    name = _name("c")
+    admin = await asyncpg.connect(pgfast_server_url)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_bench_template}"')
+    pool = await asyncpg.create_pool(pgfast.database_url(pgfast_server_url, name), min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+'''
+
+TEST = """
+import asyncio, pytest
+
+WORK = float({work_ms}) / 1000
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range({tests}))
+async def test_generated({fixture}, n):
+    {query}
+    if WORK:
+        await asyncio.sleep(WORK)
+"""
+
+
+def make_project(folder: Path, migrations: int) -> None:
+    (folder / "migrations").mkdir(parents=True)
+    for i in range(1, migrations + 1):
+        (folder / "migrations" / f"{i:04d}_t{i}_up.sql").write_text(
+            f"CREATE TABLE t{i} (id serial PRIMARY KEY, name text NOT NULL, created timestamptz DEFAULT now());\n"
+            f"CREATE INDEX t{i}_name ON t{i} (name);\n"
+        )
+    (folder / "conftest.py").write_text(TIMING + BASELINES)
+    (folder / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+
+def run(
+    folder: Path,
+    fixture: str,
+    tests: int,
+    *,
+    workers: int = 0,
+    work_ms: int = 0,
+    url: str | None = None,
+    env_extra: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> dict[str, float]:
+    query = {
+        "db_transaction": "await db_transaction.fetchval('SELECT count(*) FROM t1')",
+    }.get(fixture, f"await {fixture}.fetchval('SELECT count(*) FROM t1')")
+    (folder / "test_gen.py").write_text(
+        TEST.format(tests=tests, fixture=fixture, work_ms=work_ms, query=query)
+    )
+    out = folder / "timings.jsonl"
+    out.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "PYTHONDONTWRITEBYTECODE")}
+    env |= {"BENCH_OUT": str(out), "PYTHONPATH": str(ROOT)} | (env_extra or {})
+    if url:
+        env["TEST_DATABASE_URL"] = url
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args]
+    if workers:
+        command += ["-n", str(workers)]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{fixture} run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    in_order = [r["s"] * 1000 for r in rows if r["kind"] == "setup"]
+    setup = sorted(in_order)
+    teardown = sorted(r["s"] * 1000 for r in rows if r["kind"] == "teardown")
+    return {
+        "wall": wall,
+        "setup_median": statistics.median(setup),
+        "setup_p95": setup[int(len(setup) * 0.95) - 1],
+        "teardown_median": statistics.median(teardown),
+        "per_test": wall * 1000 / tests,
+        "setup_first": statistics.median(in_order[: max(1, tests // 10)]),
+        "setup_last": statistics.median(in_order[-max(1, tests // 10) :]),
+    }
+
+
+def line(label: str, r: dict[str, float]) -> str:
+    return (
+        f"  {label:<46} wall {r['wall']:6.2f} s  ({r['per_test']:6.1f} ms/test)  "
+        f"set-up median {r['setup_median']:6.1f} p95 {r['setup_p95']:6.1f} ms  teardown median {r['teardown_median']:5.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=100)
+    parser.add_argument("--migrations", type=int, default=20)
+    parser.add_argument("--durable-url", default=DURABLE)
+    parser.add_argument("--pgfast08", help="path to pgfast-0.8.0-py3-none-any.whl, to compare with")
+    parser.add_argument("--quick", action="store_true", help="skip the scaling and 1,000-test runs")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="pgfast-bench-testdb-"))
+    project = base / "project"
+    make_project(project, args.migrations)
+    n = args.tests
+    results: dict[str, dict[str, float]] = {}
+    print(f"{n} tests, {args.migrations} migrations (a table and an index each); times in ms unless said")
+    for workers in (0, 2):
+        mode = "sequential" if not workers else f"-n {workers}"
+        print(f"\n{mode}:")
+        plan = [
+            ("isolated_db, embedded server", "isolated_db", None, 0),
+            ("isolated_db, embedded, tests doing 20 ms", "isolated_db", None, 20),
+            ("db_transaction, embedded", "db_transaction", None, 0),
+            ("baseline migrate-per-test, embedded", "migrate", None, 0),
+            ("baseline clone-per-test, embedded", "clone", None, 0),
+            ("isolated_db, durable server", "isolated_db", args.durable_url, 0),
+            ("isolated_db, durable, tests doing 20 ms", "isolated_db", args.durable_url, 20),
+            ("baseline migrate-per-test, durable", "migrate", args.durable_url, 0),
+            ("baseline clone-per-test, durable", "clone", args.durable_url, 0),
+        ]
+        for label, fixture, url, work in plan:
+            r = run(project, fixture, n, workers=workers, work_ms=work, url=url)
+            results[f"{mode}/{label}"] = r
+            print(line(label, r), flush=True)
+        if args.pgfast08 and not workers:
+            extracted = base / "pgfast08"
+            subprocess.run([sys.executable, "-m", "zipfile", "-e", args.pgfast08, str(extracted)], check=True)
+            old = base / "old"
+            make_project(old, args.migrations)
+            (old / "conftest.py").write_text("from pgfast.pytest import *  # noqa\n" + TIMING)
+            (old / "pytest.ini").write_text(
+                "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = session\n"
+                "asyncio_default_test_loop_scope = session\n"
+            )
+            r = run(
+                old,
+                "isolated_db",
+                n,
+                url=args.durable_url,
+                env_extra={"PYTHONPATH": str(extracted)},
+                args=("-p", "no:pgfast_pytest"),
+            )
+            results["pgfast 0.8"] = r
+            print(line("pgfast 0.8 isolated_db, durable server", r), flush=True)
+    seq = "sequential"
+    emb = results[f"{seq}/isolated_db, embedded server"]
+    dur = results[f"{seq}/isolated_db, durable server"]
+    print("\nratios (sequential, per test, whole run):")
+    print(
+        f"  embedded isolated_db vs migrate-per-test (embedded): {results[f'{seq}/baseline migrate-per-test, embedded']['per_test'] / emb['per_test']:.1f}x faster"
+    )
+    print(
+        f"  embedded isolated_db vs clone-per-test (embedded):   {results[f'{seq}/baseline clone-per-test, embedded']['per_test'] / emb['per_test']:.1f}x faster"
+    )
+    print(
+        f"  durable isolated_db vs clone-per-test (durable):     {results[f'{seq}/baseline clone-per-test, durable']['per_test'] / dur['per_test']:.1f}x faster"
+    )
+    if "pgfast 0.8" in results:
+        print(
+            f"  embedded isolated_db vs pgfast 0.8 (durable):        {results['pgfast 0.8']['per_test'] / emb['per_test']:.1f}x faster"
+        )
+    if args.quick:
+        return
+    print("\nschema size (isolated_db, embedded, sequential):")
+    for tables in (1, args.migrations, 200):
+        folder = base / f"size{tables}"
+        make_project(folder, tables)
+        r = run(folder, "isolated_db", n)
+        print(line(f"{tables} tables", r), flush=True)
+    print("\n1,000 tests (isolated_db, embedded, sequential): set-up median of the first and last 100")
+    r = run(project, "isolated_db", 1000)
+    print(line("1,000 tests", r))
+    print(f"  first 100: {r['setup_first']:.1f} ms   last 100: {r['setup_last']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
