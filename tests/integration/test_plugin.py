@@ -217,7 +217,8 @@ def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) ->
     result = run_pytest(project, "--pgfast-keep-failed")
     assert result.returncode == 1
     assert "pgfast: databases kept for failed tests" in result.stdout
-    kept = sorted(set(server_databases()) - before)
+    # other tests may keep databases meanwhile (pgfast test-db create): take the one printed
+    kept = sorted(n for n in set(server_databases()) - before if f"/{n}" in result.stdout)
     assert (
         len(kept) == 1 and "psql 'postgresql://postgres@" in result.stdout and f"/{kept[0]}" in result.stdout
     )
