@@ -41,8 +41,9 @@ def main() -> None:
             print("using an embedded throwaway PostgreSQL (deleted on exit)")
         base = f"http://127.0.0.1:{args.port}"
         print(f"notes example at {base}  (database {pgfast.mask_url(url)})")
+        body = """-d '{"body": "hi"}'"""
         print(
-            f"try: curl -X POST -H 'X-Tenant: acme' -H 'Content-Type: application/json' -d '{{\"body\": \"hi\"}}' {base}/notes"
+            f"try: curl -X POST -H 'X-Tenant: acme' -H 'Content-Type: application/json' {body} {base}/notes"
         )
         print(f"     curl -H 'X-Tenant: acme' {base}/notes", flush=True)
         uvicorn.run(create_app(url), host="127.0.0.1", port=args.port, log_level="warning")
