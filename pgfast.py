@@ -2336,11 +2336,13 @@ def _run_with_connection(fn: Callable[["_Connection"], Awaitable[_T]], url: str 
     return asyncio.run(run())
 
 
-def _print_plan(plan: Sequence[Migration], verb: str, *, down: bool) -> None:
+def _print_plan(plan: Sequence[Migration], *, down: bool) -> None:
     if not plan:
-        print(f"dry run: nothing to {verb}")
+        print("dry run: nothing to do")
         return
-    print(f"dry run: {len(plan)} migration(s) would be {verb}ed, in this order:")
+    print(
+        f"dry run: {len(plan)} migration(s) would be {'rolled back' if down else 'applied'}, in this order:"
+    )
     for m in plan:
         path = m.down_path if down else m.up_path
         print(f"\n-- {m.label} ({path})")
@@ -2370,7 +2372,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             on_applied=_progress("applied"),
         )
         if args.dry_run:
-            _print_plan(applied, "appli", down=False)
+            _print_plan(applied, down=False)
         elif applied:
             print(f"applied {len(applied)} migration(s) in {time.perf_counter() - started:.2f} s")
         else:
@@ -2395,7 +2397,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
             on_rolled_back=_progress("rolled back"),
         )
         if args.dry_run:
-            _print_plan(done, "roll back", down=True)
+            _print_plan(done, down=True)
         else:
             print(f"rolled back {len(done)} migration(s)" if done else "nothing to roll back")
         return 0

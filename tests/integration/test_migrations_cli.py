@@ -280,6 +280,7 @@ def test_down_steps_and_target_follow_apply_order(tmp_path: Path, blank_db: str)
     assert pgfast_cli(tmp_path, blank_db, "schema", "up").returncode == 0
     dry = pgfast_cli(tmp_path, blank_db, "schema", "down", "--steps", "2", "--dry-run")
     assert dry.returncode == 0 and "DROP TABLE t3;" in dry.stdout
+    assert "dry run: 2 migration(s) would be rolled back, in this order:" in dry.stdout
     assert dry.stdout.index("3_t3") < dry.stdout.index("2_t2")
     assert len(ledger(blank_db)) == 3
     result = pgfast_cli(tmp_path, blank_db, "schema", "down", "--steps", "2")
