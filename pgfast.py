@@ -16,9 +16,10 @@ be installed with pip or copied into a project as it is.
 Migrations are `{version}_{name}_up.sql` / `_down.sql` files in any directory named
 `migrations`; run them with `pgfast schema up` (or `python pgfast.py schema up`). Tests get a
 migrated database each from the `pgfast_pytest` plugin (`isolated_db`, `db_pool_factory`,
-`fixture_loader`, `db_with_fixtures`). `pgfast --help` lists every command.
+`fixture_loader`, `db_with_fixtures`, `db_transaction`). `pgfast --help` lists every command.
+The project's README.md documents every feature; a vendored copy carries this summary.
 
-Version 0.9.0. MIT licence. https://github.com/pgfast/pgfast
+Version 0.9.0. MIT licence.
 """
 
 import argparse
@@ -2222,7 +2223,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", parents=[timeouts], help="apply pending migrations")
     up.add_argument(
-        "--target", type=_version, metavar="VERSION", help="apply up to VERSION and what it depends on"
+        "--target",
+        type=_version,
+        metavar="VERSION",
+        help="apply up to VERSION and what it depends on (default: all pending)",
     )
     up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
     up.set_defaults(handler=_cmd_up)
@@ -2271,12 +2275,12 @@ def _build_parser() -> argparse.ArgumentParser:
     tlist = tcommands.add_parser("list", help="list pgfast's databases: name, kind, size, age, creator")
     tlist.set_defaults(handler=_cmd_testdb_list)
     tclean = tcommands.add_parser("cleanup", help="drop test databases and stale templates")
-    tclean.add_argument("--all", action="store_true", help="drop without asking (for scripts)")
+    tclean.add_argument("--all", action="store_true", help="drop without asking (for scripts; default: ask)")
     tclean.add_argument(
         "--older-than",
         type=_duration,
         metavar="AGE",
-        help="only test databases older than AGE (e.g. 30m, 2h, 1d)",
+        help="only test databases older than AGE, e.g. 30m, 2h, 1d (default: any age)",
     )
     tclean.set_defaults(handler=_cmd_testdb_cleanup)
     return parser
