@@ -1522,7 +1522,7 @@ class IsolatedDatabases:
         migrations: Sequence[Migration],
         fixtures: Sequence[SqlFixture] = (),
         *,
-        project: str | Path | None = None,
+        project: str | Path | None = None,  # default: the current directory
         prewarm: int = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
@@ -1534,7 +1534,7 @@ class IsolatedDatabases:
         self.prewarm = prewarm
         # Templates are per project (its root directory), so projects sharing a server keep
         # theirs; a project's template of older migrations is stale and gets dropped.
-        self._project = _short_hash(str(Path(project or Path.cwd()).resolve()))
+        self._project = _short_hash(str(project) if project is not None else str(Path.cwd().resolve()))
         self.template = f"pgfast_tpl_{self._project}_{template_hash(self.migrations)}"
         self.fixtures_template = (
             f"pgfast_tpl_{self._project}_{template_hash(self.migrations, self.fixtures)}_f"
@@ -1712,15 +1712,24 @@ class IsolatedDatabases:
         return self._shared
 
     async def _clone(self, fixtures: bool, *, keep: bool) -> str:
-        template = await self._ensure_template(fixtures=fixtures)
+        import asyncpg
+
         pid = 0 if keep else os.getpid()
         name = f"pgfast_test_{self._host}_{pid}_{int(time.time())}_{next(_database_numbers)}"
         assert self._admin is not None
         self._live.add(name)
         try:
-            await self._admin.execute(
-                f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}{self._strategy}"
-            )
+            for attempt in (1, 2):
+                template = await self._ensure_template(fixtures=fixtures)
+                try:
+                    source = f"TEMPLATE {_quote_ident(template)}{self._strategy}"
+                    await self._admin.execute(f"CREATE DATABASE {_quote_ident(name)} {source}")
+                    break
+                except asyncpg.InvalidCatalogNameError:
+                    # Another run of this project, with other migrations, replaced it: build anew.
+                    self._built.discard(template)
+                    if attempt == 2:
+                        raise
         except BaseException:
             self._live.discard(name)
             raise
@@ -1755,7 +1764,8 @@ class IsolatedDatabases:
             done = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name)
             if not done:
                 await self._build_template(conn, name, fixtures, half_built=done is not None)
-            await _drop_stale_templates(conn, self._project, keep={self.template, self.fixtures_template})
+                # New migrations made this template; the project's older ones are stale now.
+                await _drop_stale_templates(conn, self._project, keep={self.template, self.fixtures_template})
         self._built.add(name)
         return name
 

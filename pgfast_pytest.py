@@ -13,6 +13,7 @@ many databases each process keeps cloned ahead of the tests that will use them.
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -65,7 +66,10 @@ def _pgfast_databases(
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
     prewarm = int(os.environ.get("PGFAST_PREWARM", "2"))
-    project = pytestconfig.rootpath
+    # Templates are kept per project: the root directory and the migration directories, so
+    # two suites of one repository with different migrations do not replace each other's.
+    dirs = sorted(str(Path(d).resolve()) for d in pgfast_config.migrations_dirs or ())
+    project = f"{pytestconfig.rootpath}|{'|'.join(dirs)}"
     with pgfast.IsolatedDatabases(
         pgfast_config.url, migrations, fixtures, project=project, prewarm=prewarm
     ) as databases:

@@ -245,3 +245,16 @@ def test_cli_without_server_url_says_what_to_set(tmp_path: Path) -> None:
         "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create databases"
         in result.stderr
     )
+
+
+def test_two_suites_of_one_project_with_other_migrations_both_keep_working(project: Path, postgres_server: str) -> None:
+    first = write_migrations(project / "a", "CREATE TABLE a (id int);")
+    second = write_migrations(project / "b", "CREATE TABLE b (id int);")
+    with (
+        pgfast.IsolatedDatabases(postgres_server, first, project=project) as one,
+        pgfast.IsolatedDatabases(postgres_server, second, project=project) as two,
+    ):
+        # the second build dropped the first's template as stale: the first rebuilds it on demand
+        for databases, table in ((one, "a"), (two, "b"), (one, "a")):
+            name = asyncio.run(databases.create())
+            assert sql(databases.url(name), f"SELECT to_regclass('{table}') IS NOT NULL AS ok")[0]["ok"]
