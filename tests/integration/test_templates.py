@@ -247,7 +247,9 @@ def test_cli_without_server_url_says_what_to_set(tmp_path: Path) -> None:
     )
 
 
-def test_two_suites_of_one_project_with_other_migrations_both_keep_working(project: Path, postgres_server: str) -> None:
+def test_two_suites_of_one_project_with_other_migrations_both_keep_working(
+    project: Path, postgres_server: str
+) -> None:
     first = write_migrations(project / "a", "CREATE TABLE a (id int);")
     second = write_migrations(project / "b", "CREATE TABLE b (id int);")
     with (
