@@ -436,12 +436,12 @@ def create_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        if migrate:
-            await _migrate_on_startup(config)
-        pool = await create_pool(config)
+        pool = await create_pool(config)  # first: it waits for a database still starting
         app.state.pgfast_pool = pool
         app.state.pgfast_config = config
         try:
+            if migrate:
+                await _migrate_on_startup(config)
             yield
         finally:
             app.state.pgfast_pool = None

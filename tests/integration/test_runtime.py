@@ -413,3 +413,20 @@ async def test_handler_that_swallows_a_failed_statement_gets_a_500(
     async with serve(app) as client:
         assert (await client.post("/")).status_code == 500
     assert await isolated_db.fetchval("SELECT count(*) FROM notes") == 0
+
+
+async def test_migrate_on_startup_applies_pending_and_refuses_to_serve_on_failure(
+    blank_db: str, tmp_path: Any
+) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "1_a_up.sql").write_text("CREATE TABLE a (id int);")
+    config = pgfast.DatabaseConfig(url=blank_db, migrations_dirs=[folder], min_connections=1)
+    app = FastAPI(lifespan=pgfast.create_lifespan(config, migrate=True))
+    async with app.router.lifespan_context(app):
+        assert await app.state.pgfast_pool.fetchval("SELECT to_regclass('a') IS NOT NULL")
+    (folder / "2_bad_up.sql").write_text("SELEC 1;")
+    with pytest.raises(pgfast.MigrationFailedError, match=r"applying 2_bad failed at .*2_bad_up.sql:1"):
+        async with app.router.lifespan_context(app):
+            raise AssertionError("the app must not serve")
+    assert app.state.pgfast_pool is None
