@@ -1133,8 +1133,10 @@ def _apply_position(row: Mapping[str, Any]) -> tuple[int, Any, int]:
 async def _ensure_ledger(conn: "_Connection", migrations: Sequence[Migration]) -> list[Mapping[str, Any]]:
     """Create or upgrade the ledger (caller holds the migration lock) and return its rows."""
     ledger = await _read_ledger(conn)
+    changed = False
     # A Record's `in` looks at values, so ask its keys.
     if not ledger or "apply_order" not in ledger[0].keys():  # noqa: SIM118
+        changed = True
         await conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
                     version bigint PRIMARY KEY,
@@ -1154,10 +1156,12 @@ async def _ensure_ledger(conn: "_Connection", migrations: Sequence[Migration]) -
     for row in ledger or ():
         m = by_version.get(row["version"])
         if m and row["checksum"] != m.checksum and row["checksum"] == _legacy_checksum(m):
+            changed = True
             await conn.execute(
                 f"UPDATE {LEDGER_TABLE} SET checksum = $1 WHERE version = $2", m.checksum, m.version
             )
-    return await _read_ledger(conn) or []
+    # Read again only when something changed: a no-op `up` stays at two queries.
+    return (await _read_ledger(conn) if changed else ledger) or []
 
 
 def _statuses(migrations: Sequence[Migration], ledger: _Ledger) -> list[MigrationStatus]:
