@@ -8,10 +8,16 @@ PostgreSQL tuned for tests (tmpfs, no fsync) for the run, shared by xdist worker
 and fixture files are found as `pgfast schema` finds them, from the pytest root directory;
 override the `pgfast_config` fixture to point elsewhere. PGFAST_PREWARM (default 2) is how
 many databases each process keeps cloned ahead of the tests that will use them.
+
+When tests share an event loop (pytest-asyncio's loop scope above "function"), the next test's
+pool is connected while the current test runs and db_transaction keeps its connection.
 """
 
+import asyncio
+import contextlib
 import dataclasses
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ import pgfast
 # Fixtures only (the private one included): a conftest star import must not bring the hooks.
 __all__ = [
     "_pgfast_databases",
+    "_pgfast_loops",
     "db_pool_factory",
     "db_transaction",
     "db_with_fixtures",
@@ -76,25 +83,137 @@ def _pgfast_databases(
         yield databases
 
 
+class _LoopState:
+    """What is kept on one event loop for the next test that runs on it."""
+
+    def __init__(self, databases: pgfast.IsolatedDatabases) -> None:
+        self.databases = databases
+        self.tests: set[str] = set()  # node ids seen on this loop: two or more = the loop is shared
+        self.spares: dict[bool, asyncio.Task[tuple[str, asyncpg.Pool]]] = {}  # by "with fixtures"
+        self.connection: asyncpg.Connection | None = None  # db_transaction's
+        self._keeper: asyncio.Task[None] | None = None
+
+    @property
+    def shared(self) -> bool:
+        return len(self.tests) > 1
+
+    def keep_until_loop_closes(self) -> None:
+        # pytest-asyncio closes a loop through asyncio.Runner, which first cancels every task
+        # still pending: this one then lets go of what was kept, while the loop still runs.
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._wait_and_let_go())
+
+    async def _wait_and_let_go(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.let_go()
+
+    def let_go(self) -> None:
+        for task in self.spares.values():
+            if not task.done():
+                task.cancel()  # the database is released by _Loops.open_pool, or by close()
+            elif not task.cancelled() and task.exception() is None:
+                name, pool = task.result()
+                pool.terminate()
+                self.databases.release(name)
+        self.spares.clear()
+        if self.connection is not None:
+            self.connection.terminate()
+            self.connection = None
+
+
+class _Loops:
+    """Connections made ahead of the tests, for each event loop that outlives one test.
+
+    asyncpg connections belong to the loop they were made on, and pytest-asyncio gives every
+    test a new loop by default: then nothing can be connected ahead and each test waits for
+    its connection (~2 ms of server start-up). When tests share a loop (loop scope "module"
+    or "session"), the next test's pool is connected while the current test runs, and
+    db_transaction keeps its connection from one test to the next.
+    """
+
+    def __init__(self, databases: pgfast.IsolatedDatabases, config: pgfast.DatabaseConfig) -> None:
+        self.databases = databases
+        self.config = config
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def state(self, test: pytest.Item) -> _LoopState:
+        state = self._states.setdefault(asyncio.get_running_loop(), _LoopState(self.databases))
+        state.tests.add(test.nodeid)
+        return state
+
+    async def pool(self, test: pytest.Item, fixtures: bool) -> tuple[str, asyncpg.Pool]:
+        """A pool on a new migrated database: the one connected ahead, if there is one."""
+        state = self.state(test)
+        spare = state.spares.pop(fixtures, None)
+        result = None
+        if spare is not None:
+            with contextlib.suppress(Exception):  # it failed: connect again, and raise this time
+                result = await spare
+        if result is None:
+            result = await self.open_pool(fixtures)
+        if state.shared:
+            state.spares[fixtures] = asyncio.get_running_loop().create_task(self.open_pool(fixtures))
+            state.keep_until_loop_closes()
+        return result
+
+    async def open_pool(self, fixtures: bool) -> tuple[str, asyncpg.Pool]:
+        name = await self.databases.create(fixtures=fixtures)
+        # One connection up front: most tests never need a second.
+        config = dataclasses.replace(self.config, url=self.databases.url(name), min_connections=1)
+        try:
+            return name, await pgfast.create_pool(config)
+        except BaseException:
+            self.databases.release(name)
+            raise
+        finally:
+            self.databases.refill()  # the test now runs: a good time for background work
+
+    async def connection(self, test: pytest.Item) -> asyncpg.Connection:
+        """A connection to the shared database: the previous test's, on a shared loop."""
+        state = self.state(test)
+        conn, state.connection = state.connection, None
+        if conn is None or conn.is_closed():
+            name = await self.databases.shared()
+            conn = await asyncpg.connect(self.databases.url(name), statement_cache_size=0)
+        return conn
+
+    async def give_back(self, test: pytest.Item, conn: asyncpg.Connection) -> None:
+        """Roll back and reset `conn`; keep it for the next test if the loop is shared."""
+        state = self.state(test)
+        try:
+            await conn.execute(f"ROLLBACK; {pgfast._RESET_SQL}")
+        except Exception:
+            conn.terminate()
+            return
+        if state.shared and state.connection is None:
+            state.connection = conn
+            state.keep_until_loop_closes()
+        else:
+            await conn.close(timeout=2)
+
+
+@pytest.fixture(scope="session")
+def _pgfast_loops(
+    _pgfast_databases: pgfast.IsolatedDatabases, pgfast_config: pgfast.DatabaseConfig
+) -> "_Loops":
+    return _Loops(_pgfast_databases, pgfast_config)
+
+
 class _PoolFactory:
     """`await db_pool_factory()` opens a pool on a new database; the test's end drops them all."""
 
-    def __init__(self, databases: pgfast.IsolatedDatabases, config: pgfast.DatabaseConfig) -> None:
-        self._databases = databases
-        self._config = config
+    def __init__(self, loops: _Loops, test: pytest.Item) -> None:
+        self._loops = loops
+        self._databases = loops.databases
+        self._test = test
         self._pools: dict[asyncpg.Pool, str] = {}
 
     async def __call__(self, *, fixtures: bool = False) -> asyncpg.Pool:
-        name = await self._databases.create(fixtures=fixtures)
-        # One connection up front: most tests never need a second.
-        config = dataclasses.replace(self._config, url=self._databases.url(name), min_connections=1)
-        try:
-            pool = await pgfast.create_pool(config)
-        except BaseException:
-            self._databases.release(name)
-            raise
-        finally:
-            self._databases.refill()  # the test now runs: a good time for background work
+        name, pool = await self._loops.pool(self._test, fixtures)
         self._pools[pool] = name
         return pool
 
@@ -123,19 +242,17 @@ class _PoolFactory:
 
 @pytest_asyncio.fixture
 async def db_pool_factory(
-    request: pytest.FixtureRequest,
-    _pgfast_databases: pgfast.IsolatedDatabases,
-    pgfast_config: pgfast.DatabaseConfig,
+    request: pytest.FixtureRequest, _pgfast_loops: _Loops
 ) -> AsyncIterator[_PoolFactory]:
     """An async callable returning a pool on a new migrated database at each call."""
-    factory = _PoolFactory(_pgfast_databases, pgfast_config)
+    factory = _PoolFactory(_pgfast_loops, request.node)
     try:
         yield factory
     finally:
         keep = request.config.getoption("pgfast_keep_failed", False) and _failed(request)
         kept = await factory._finish(keep=keep)
         for name in kept:
-            request.config.stash.setdefault(_KEPT, []).append(_pgfast_databases.url(name))
+            request.config.stash.setdefault(_KEPT, []).append(_pgfast_loops.databases.url(name))
 
 
 @pytest_asyncio.fixture
@@ -167,24 +284,20 @@ async def fixture_loader(
 
 
 @pytest_asyncio.fixture
-async def db_transaction(_pgfast_databases: pgfast.IsolatedDatabases) -> AsyncIterator[asyncpg.Connection]:
+async def db_transaction(
+    request: pytest.FixtureRequest, _pgfast_loops: _Loops
+) -> AsyncIterator[asyncpg.Connection]:
     """A connection to one shared migrated database, inside a transaction rolled back after the test.
 
-    About a millisecond instead of a clone, for tests that never need to commit (nor see
-    another connection's writes).
+    No clone at all, for tests that never need to commit (nor see another connection's
+    writes): one connection per test, or none when tests share an event loop.
     """
-    name = await _pgfast_databases.shared()
-    conn = await asyncpg.connect(_pgfast_databases.url(name), statement_cache_size=0)
-    transaction = conn.transaction()
-    await transaction.start()
+    conn = await _pgfast_loops.connection(request.node)
     try:
+        await conn.execute("BEGIN")
         yield conn
     finally:
-        try:
-            await transaction.rollback()
-            await conn.close(timeout=2)
-        except Exception:
-            conn.terminate()
+        await _pgfast_loops.give_back(request.node, conn)
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:

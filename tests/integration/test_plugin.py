@@ -178,6 +178,89 @@ def test_session_loop_scope_works(tmp_path: Path) -> None:
     assert_passed(run_pytest(make_project(tmp_path, ini=ini)), 6)
 
 
+AHEAD_CONFTEST = """
+import time
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.config.stash[STARTED] = time.time()
+
+
+STARTED = pytest.StashKey[float]()
+
+
+@pytest.fixture
+def setup_started(request):
+    return request.config.stash[STARTED]
+"""
+
+AHEAD_TESTS = """
+import asyncio
+import os
+
+import pytest
+
+pytestmark = pytest.mark.asyncio
+BACKEND_START = "SELECT extract(epoch FROM backend_start) FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+
+
+@pytest.mark.parametrize("n", range(5))
+async def test_isolated(isolated_db, setup_started, n):
+    assert await isolated_db.fetchval("SELECT count(*) FROM users") == 0
+    await isolated_db.execute("INSERT INTO users (name) VALUES ('left here')")
+    connected = await isolated_db.fetchval(BACKEND_START)
+    with open(os.environ["AHEAD_FILE"], "a") as f:
+        f.write(f"isolated {n} {connected < setup_started}\\n")
+    if 1 <= n <= 3:
+        await asyncio.sleep(1)  # time for the next clone (slow on a durable server) and its connection
+
+
+@pytest.mark.parametrize("n", range(3))
+async def test_transaction(db_transaction, n):
+    assert await db_transaction.fetchval("SELECT count(*) FROM users") == 0
+    assert await db_transaction.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ) == 0
+    await db_transaction.execute("INSERT INTO users (name) VALUES ('rolled back')")
+    await db_transaction.execute("SELECT pg_advisory_lock(42)")  # session-level: must not outlive the test
+    with open(os.environ["AHEAD_FILE"], "a") as f:
+        f.write(f"transaction {n} {await db_transaction.fetchval('SELECT pg_backend_pid()')}\\n")
+"""
+
+
+@pytest.mark.parametrize("loop_scope", ["session", "function"])
+def test_tests_sharing_a_loop_get_connections_made_ahead(tmp_path: Path, loop_scope: str) -> None:
+    ini = f"asyncio_default_fixture_loop_scope = {loop_scope}\nasyncio_default_test_loop_scope = {loop_scope}"
+    project = make_project(tmp_path, conftest=AHEAD_CONFTEST, ini=ini)
+    (project / "tests/test_app.py").write_text(AHEAD_TESTS)
+    ahead = tmp_path / "ahead.txt"
+    env = user_env() | {"AHEAD_FILE": str(ahead)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-W", "error"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert_passed(result, 8)
+    assert "Unclosed" not in result.stdout + result.stderr
+    lines = [line.split() for line in ahead.read_text().splitlines()]
+    made_ahead = [flag for kind, _, flag in lines if kind == "isolated"]
+    pids = {pid for kind, _, pid in lines if kind == "transaction"}
+    if loop_scope == "session":
+        # the first two tests show the loop is shared; from the third on, pools were connected ahead
+        assert made_ahead == ["False", "False", "True", "True", "True"]
+        assert len(pids) == 1  # the loop is known to be shared by then: one connection for all three
+    else:
+        assert made_ahead == ["False"] * 5
+        assert len(pids) == 3
+    assert orphans() == []
+
+
 def test_parallel_with_xdist_leaves_nothing_behind(tmp_path: Path) -> None:
     result = run_pytest(make_project(tmp_path), "-n", "2")
     assert_passed(result, 6)
