@@ -524,19 +524,15 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
         request: Request, pool: asyncpg.Pool = Depends(get_db_pool)
     ) -> AsyncIterator["PoolConnectionProxy[Any]"]:
         """One pooled connection for the whole request, released when the request ends."""
-        config: DatabaseConfig | None = getattr(request.app.state, "pgfast_config", None)
-        wait = config.timeout if config else DatabaseConfig.timeout
-        try:
-            conn = await pool.acquire(timeout=wait)
-        except TimeoutError:
-            raise HTTPException(
-                status_code=503,
-                detail=f"database busy: no connection became free within {wait:g}s",
-                headers={"Retry-After": "1"},
-            ) from None
+        shared = request.scope.get(_REQUEST_CONNECTION)
+        if shared is not None:  # an RLS dependency of this request acquired it: share it
+            yield shared
+            return
+        conn = request.scope[_REQUEST_CONNECTION] = await _acquire(request, pool)
         try:
             yield conn
         finally:
+            del request.scope[_REQUEST_CONNECTION]
             await pool.release(conn)
 
     async def get_db_health(pool: asyncpg.Pool = Depends(get_db_pool)) -> dict[str, Any]:
@@ -558,6 +554,27 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
     }
 
 
+# The connection a request holds, under this key of its ASGI scope, so that get_db_connection
+# and the RLS dependencies of one request share it: one connection, whatever the handler asks.
+_REQUEST_CONNECTION: Final = "pgfast.connection"
+
+
+async def _acquire(request: Any, pool: "asyncpg.Pool") -> Any:
+    """A connection within the configured timeout, else 503 with Retry-After (not a hang)."""
+    from fastapi import HTTPException
+
+    config: DatabaseConfig | None = getattr(request.app.state, "pgfast_config", None)
+    wait = config.timeout if config else DatabaseConfig.timeout
+    try:
+        return await pool.acquire(timeout=wait)
+    except TimeoutError:
+        raise HTTPException(
+            status_code=503,
+            detail=f"database busy: no connection became free within {wait:g}s",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
 # ─────────────────────────────────────── row-level security ───────────────────────────────────
 
 
@@ -576,34 +593,43 @@ def create_rls_dependency(
     Only custom dotted names (`app.tenant_id`) are accepted; built-in settings such as `role` or
     `search_path` must be named in `allow_settings`, so request data cannot switch roles.
     """
-    from fastapi import Depends
+    from fastapi import Depends, Request
 
     allowed = frozenset(allow_settings)
     for name in allowed:
         if not (_BUILTIN_SETTING.fullmatch(name) or _CUSTOM_SETTING.fullmatch(name)):
             raise ConfigError(f"allow_settings names {name!r}, which is not a PostgreSQL setting name")
     get_db_pool = _request_dependencies()["get_db_pool"]
-    get_db_connection = _request_dependencies()["get_db_connection"]
     bypass_checked = False
 
+    # Two dependencies: FastAPI sets a dependency's scope where it is used, and only the
+    # function scope ends before the response is sent. The connection is the request's
+    # (shared with get_db_connection); if this acquired it, it is released here, after COMMIT.
     async def rls_transaction(
-        conn: Any = Depends(get_db_connection),
-        pool: Any = Depends(get_db_pool),
-        settings: Any = Depends(settings_provider),
+        request: Request, pool: Any = Depends(get_db_pool), settings: Any = Depends(settings_provider)
     ) -> AsyncIterator[Any]:
         nonlocal bypass_checked
-        # BEGIN and every setting travel in one simple-query round trip.
-        await conn.execute(_rls_begin_sql(settings, allowed))
+        conn: Any = request.scope.get(_REQUEST_CONNECTION)
+        owned = conn is None
+        if owned:
+            conn = request.scope[_REQUEST_CONNECTION] = await _acquire(request, pool)
         try:
-            if not bypass_checked:
-                bypass_checked = True
-                await _warn_if_rls_bypassed(conn)
-            yield conn
-        except BaseException:
-            with contextlib.suppress(Exception):  # the original error matters more
-                await conn.execute("ROLLBACK")
-            raise
-        await _commit(conn, _reset_already_sent.get(id(pool)))
+            # BEGIN and every setting travel in one simple-query round trip.
+            await conn.execute(_rls_begin_sql(settings, allowed))
+            try:
+                if not bypass_checked:
+                    bypass_checked = True
+                    await _warn_if_rls_bypassed(conn)
+                yield conn
+            except BaseException:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    await conn.execute("ROLLBACK")
+                raise
+            await _commit(conn, _reset_already_sent.get(id(pool)))
+        finally:
+            if owned:
+                del request.scope[_REQUEST_CONNECTION]
+                await pool.release(conn)
 
     async def rls_connection(conn: Any = Depends(rls_transaction, scope="function")) -> Any:
         return conn
@@ -1827,7 +1853,7 @@ class EmbeddedPostgres:
 
     def acquire(self) -> str:
         """Start the server or join it; return its URL."""
-        _stop_orphaned_servers(self.base, self.bindir, keep=self.root)
+        _stop_orphaned_servers(self.base, keep=self.root)
         with _file_lock(self.base / f"pgfast-pg-{self.run_id}.lock"):
             if not (self.root / "data" / "postmaster.pid").exists():
                 self._start()
@@ -1841,7 +1867,7 @@ class EmbeddedPostgres:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "users" / str(os.getpid())).unlink()
             if not _live_users(self.root):
-                _stop_server(self.bindir, self.root)
+                _stop_server(self.root)
                 # The run is over, nobody joins it any more: its lock file can go too.
                 (self.base / f"pgfast-pg-{self.run_id}.lock").unlink(missing_ok=True)
 
@@ -1877,22 +1903,23 @@ class EmbeddedPostgres:
         with (self.root / "data" / "postgresql.auto.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self._give_to_owner(self.root)
+        # pg_ctl's own wait polls ten times a second; polling the pid file here saves ~100 ms.
         result = self._run(
-            "pg_ctl",
-            "-D",
-            str(self.root / "data"),
-            "-l",
-            str(self.root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
+            "pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-W", "start"
         )
-        if result.returncode != 0:
-            log = (self.root / "server.log").read_text(errors="replace")[-2000:]
-            raise PgfastError(
-                f"the embedded PostgreSQL in {self.root} did not start: {result.stderr.strip()}\n{log}"
-            )
+        pidfile = self.root / "data" / "postmaster.pid"
+        deadline = time.monotonic() + 60
+        while result.returncode == 0 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                lines = pidfile.read_text().splitlines()
+                if len(lines) > 7 and lines[7].strip() == "ready":
+                    return
+                if lines and not _pid_alive(int(lines[0])):
+                    break
+            time.sleep(0.005)
+        log = (self.root / "server.log").read_text(errors="replace")[-2000:]
+        problem = result.stderr.strip() or "it exited or was not ready within 60 s"
+        raise PgfastError(f"the embedded PostgreSQL in {self.root} did not start: {problem}\n{log}")
 
     def _initdb_cache(self) -> Path:
         output = self._run("postgres", "--version").stdout  # "postgres (PostgreSQL) 15.4 (Debian ...)"
@@ -2013,28 +2040,26 @@ def _live_users(root: Path) -> list[int]:
     return [pid for pid in pids if _pid_alive(pid)]
 
 
-def _stop_server(bindir: Path, root: Path) -> None:
+def _stop_server(root: Path) -> None:
     import shutil
     import signal
-    import subprocess
 
-    pidfile = root / "data" / "postmaster.pid"
     with contextlib.suppress(OSError, ValueError, IndexError):
-        postmaster = int(pidfile.read_text().split()[0])
-        owner = _server_user()
-        subprocess.run(
-            [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "-t", "20", "stop"],
-            capture_output=True,
-            user=owner[0] if owner else None,
-            group=owner[1] if owner else None,
-            check=False,
-        )
-        if _pid_alive(postmaster):  # pg_ctl failed: its files are about to go, so must it
+        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        with contextlib.suppress(FileNotFoundError):  # no /proc (not Linux): trust the pid file
+            if str(root) not in Path(f"/proc/{postmaster}/cmdline").read_text(errors="replace"):
+                raise ProcessLookupError  # a stale pid file; that pid is somebody else's now
+        os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: its data is thrown away anyway
+        pidfile = root / "data" / "postmaster.pid"  # removed by the server as it exits
+        deadline = time.monotonic() + 20
+        while pidfile.exists() and _pid_alive(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if pidfile.exists() and _pid_alive(postmaster):
             os.kill(postmaster, signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _stop_orphaned_servers(base: Path, bindir: Path, keep: Path) -> None:
+def _stop_orphaned_servers(base: Path, keep: Path) -> None:
     """Stop embedded servers whose every process died without stopping them."""
     import fcntl
 
@@ -2049,7 +2074,7 @@ def _stop_orphaned_servers(base: Path, bindir: Path, keep: Path) -> None:
                 continue  # its run is starting or stopping it right now
             try:
                 if root.is_dir() and not _live_users(root):
-                    _stop_server(bindir, root)
+                    _stop_server(root)
                 # A lock file a minute old with no server is a dead run's, never joined again.
                 if not root.exists() and time.time() - lock.stat().st_mtime > 60:
                     lock.unlink(missing_ok=True)

@@ -70,6 +70,18 @@ def notes_app(url: str, **config: Any) -> FastAPI:
     ) -> dict[str, bool]:
         return {"same": plain is secured}
 
+    @app.get("/same-connection-rls-first")
+    async def same_rls_first(
+        secured: Any = Depends(rls), plain: Any = Depends(pgfast.get_db_connection)
+    ) -> dict[str, Any]:
+        tenant = await plain.fetchval("SELECT current_setting('app.tenant_id')")
+        return {"same": plain is secured, "tenant": tenant}
+
+    @app.get("/rls-sleep")
+    async def rls_sleep(conn: Any = Depends(rls)) -> dict[str, bool]:
+        await conn.execute("SELECT pg_sleep(0.3)")
+        return {"slept": True}
+
     @app.get("/health")
     async def health(status: dict[str, Any] = Depends(pgfast.get_db_health)) -> dict[str, Any]:
         return status
@@ -254,10 +266,20 @@ async def test_nothing_leaks_to_the_next_request_on_a_one_connection_pool(
 async def test_handler_using_both_dependencies_holds_one_connection(
     isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
 ) -> None:
+    # One connection in the pool: a handler needing two would wait for itself and get a 503.
     app = notes_app(as_tenant(_url_of(isolated_db)), min_connections=1, max_connections=1, timeout=2)
     async with serve(app) as client:
-        response = await client.get("/same-connection", headers={"x-tenant": "acme"})
-    assert response.json() == {"same": True}
+        plain_first = await client.get("/same-connection", headers={"x-tenant": "acme"})
+        rls_first = [
+            await client.get("/same-connection-rls-first", headers={"x-tenant": t})
+            for t in ("acme", "globex")
+        ]
+    assert plain_first.json() == {"same": True}
+    # the plain dependency is inside the RLS transaction, and the connection went back each time
+    assert [r.json() for r in rls_first] == [
+        {"same": True, "tenant": "acme"},
+        {"same": True, "tenant": "globex"},
+    ]
 
 
 async def test_200_concurrent_requests_for_alternating_tenants_see_only_their_rows(
@@ -271,12 +293,13 @@ async def test_200_concurrent_requests_for_alternating_tenants_see_only_their_ro
     assert [r.json()["tenants"] for r in responses] == [[t] for t in tenants]
 
 
+@pytest.mark.parametrize("path", ["/sleep", "/rls-sleep"])
 async def test_pool_exhaustion_progresses_then_answers_503_with_retry_after(
-    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str], path: str
 ) -> None:
     app = notes_app(as_tenant(_url_of(isolated_db)), min_connections=1, max_connections=2, timeout=1.0)
     async with serve(app) as client:
-        responses = await asyncio.gather(*(client.get("/sleep") for _ in range(16)))
+        responses = await asyncio.gather(*(client.get(path, headers={"x-tenant": "acme"}) for _ in range(16)))
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) >= 2, codes  # the pool makes progress
     assert codes.count(503) >= 1, codes  # and the rest are told to come back, not hung
