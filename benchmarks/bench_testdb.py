@@ -15,6 +15,11 @@ prints the whole-run wall time and the per-test set-up wait and teardown (median
 - pgfast 0.8's isolated_db from its PyPI wheel, if --pgfast08 names one (it is not vendored);
 - isolated_db with tests that each do 20 ms of work, with 1 and 200 tables, and a 1,000-test run.
 
+"shared loop" runs the tests on one event loop (pytest-asyncio's asyncio_default_fixture_loop_scope
+and asyncio_default_test_loop_scope = session): then pgfast connects the next test's pool while
+the current test runs, and db_transaction keeps its connection. Otherwise each test has its own
+loop (pytest-asyncio's default) and waits for its connection.
+
 The durable server is --durable-url (default: the local postgres on 127.0.0.1:5432).
 """
 
@@ -153,7 +158,10 @@ def make_project(folder: Path, migrations: int) -> None:
             f"CREATE INDEX t{i}_name ON t{i} (name);\n"
         )
     (folder / "conftest.py").write_text(TIMING + BASELINES)
-    (folder / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    (folder / "pytest.ini").write_text(INI.format(scope="function"))
+
+
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = {scope}\nasyncio_default_test_loop_scope = {scope}\n"
 
 
 def run(
@@ -166,6 +174,7 @@ def run(
     url: str | None = None,
     env_extra: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    loop: str | None = "function",  # None: keep the project's pytest.ini
 ) -> dict[str, float]:
     query = {
         "db_transaction": "await db_transaction.fetchval('SELECT count(*) FROM t1')",
@@ -173,6 +182,8 @@ def run(
     (folder / "test_gen.py").write_text(
         TEST.format(tests=tests, fixture=fixture, work_ms=work_ms, query=query)
     )
+    if loop:
+        (folder / "pytest.ini").write_text(INI.format(scope=loop))
     out = folder / "timings.jsonl"
     out.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "PYTHONDONTWRITEBYTECODE")}
@@ -226,19 +237,24 @@ def main() -> None:
     for workers in (0, 2):
         mode = "sequential" if not workers else f"-n {workers}"
         print(f"\n{mode}:")
+        shared = "session"
         plan = [
-            ("isolated_db, embedded server", "isolated_db", None, 0),
-            ("isolated_db, embedded, tests doing 20 ms", "isolated_db", None, 20),
-            ("db_transaction, embedded", "db_transaction", None, 0),
-            ("baseline migrate-per-test, embedded", "migrate", None, 0),
-            ("baseline clone-per-test, embedded", "clone", None, 0),
-            ("isolated_db, durable server", "isolated_db", args.durable_url, 0),
-            ("isolated_db, durable, tests doing 20 ms", "isolated_db", args.durable_url, 20),
-            ("baseline migrate-per-test, durable", "migrate", args.durable_url, 0),
-            ("baseline clone-per-test, durable", "clone", args.durable_url, 0),
+            ("isolated_db, embedded server", "isolated_db", None, 0, "function"),
+            ("isolated_db, embedded, shared loop", "isolated_db", None, 0, shared),
+            ("isolated_db, embedded, tests doing 20 ms", "isolated_db", None, 20, "function"),
+            ("isolated_db, embedded, 20 ms, shared loop", "isolated_db", None, 20, shared),
+            ("db_transaction, embedded", "db_transaction", None, 0, "function"),
+            ("db_transaction, embedded, shared loop", "db_transaction", None, 0, shared),
+            ("baseline migrate-per-test, embedded", "migrate", None, 0, "function"),
+            ("baseline clone-per-test, embedded", "clone", None, 0, "function"),
+            ("isolated_db, durable server", "isolated_db", args.durable_url, 0, "function"),
+            ("isolated_db, durable, shared loop", "isolated_db", args.durable_url, 0, shared),
+            ("isolated_db, durable, tests doing 20 ms", "isolated_db", args.durable_url, 20, "function"),
+            ("baseline migrate-per-test, durable", "migrate", args.durable_url, 0, "function"),
+            ("baseline clone-per-test, durable", "clone", args.durable_url, 0, "function"),
         ]
-        for label, fixture, url, work in plan:
-            r = run(project, fixture, n, workers=workers, work_ms=work, url=url)
+        for label, fixture, url, work, loop in plan:
+            r = run(project, fixture, n, workers=workers, work_ms=work, url=url, loop=loop)
             results[f"{mode}/{label}"] = r
             print(line(label, r), flush=True)
         if args.pgfast08 and not workers:
@@ -258,9 +274,19 @@ def main() -> None:
                 url=args.durable_url,
                 env_extra={"PYTHONPATH": str(extracted)},
                 args=("-p", "no:pgfast_pytest"),
+                loop=None,
             )
             results["pgfast 0.8"] = r
             print(line("pgfast 0.8 isolated_db, durable server", r), flush=True)
+    # A durable server slows down as databases come and go (ext4 allocating and freeing
+    # inodes), so a run's figure depends on what ran before it: compare in alternating rounds.
+    print("\ndurable server, isolated_db and clone-per-test alternating, 3 rounds (sequential):")
+    alternating: dict[str, list[float]] = {"isolated_db": [], "clone": []}
+    for _ in range(3):
+        for fixture in alternating:
+            alternating[fixture].append(run(project, fixture, n, url=args.durable_url)["per_test"])
+    for fixture, values in alternating.items():
+        print(f"  {fixture:<14} per test: {', '.join(f'{v:.0f}' for v in values)} ms")
     seq = "sequential"
     emb = results[f"{seq}/isolated_db, embedded server"]
     dur = results[f"{seq}/isolated_db, durable server"]
@@ -273,6 +299,7 @@ def main() -> None:
     )
     print(
         f"  durable isolated_db vs clone-per-test (durable):     {results[f'{seq}/baseline clone-per-test, durable']['per_test'] / dur['per_test']:.1f}x faster"
+        f" (alternating rounds, medians: {statistics.median(alternating['clone']) / statistics.median(alternating['isolated_db']):.1f}x)"
     )
     if "pgfast 0.8" in results:
         print(
