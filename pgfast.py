@@ -1854,9 +1854,14 @@ class EmbeddedPostgres:
     def acquire(self) -> str:
         """Start the server or join it; return its URL."""
         _stop_orphaned_servers(self.base, keep=self.root)
-        with _file_lock(self.base / f"pgfast-pg-{self.run_id}.lock"):
+        lock = self.base / f"pgfast-pg-{self.run_id}.lock"
+        with _file_lock(lock):
             if not (self.root / "data" / "postmaster.pid").exists():
-                self._start()
+                try:
+                    self._start()
+                except BaseException:
+                    lock.unlink(missing_ok=True)  # nothing is left to join
+                    raise
             (self.root / "users").mkdir(exist_ok=True)
             (self.root / "users" / str(os.getpid())).touch()
         return self.url
@@ -1907,19 +1912,25 @@ class EmbeddedPostgres:
         result = self._run(
             "pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-W", "start"
         )
-        pidfile = self.root / "data" / "postmaster.pid"
+        pidfile, log = self.root / "data" / "postmaster.pid", self.root / "server.log"
         deadline = time.monotonic() + 60
         while result.returncode == 0 and time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 lines = pidfile.read_text().splitlines()
                 if len(lines) > 7 and lines[7].strip() == "ready":
                     return
-                if lines and not _pid_alive(int(lines[0])):
+            with contextlib.suppress(OSError):
+                if "FATAL:" in log.read_text(errors="replace"):  # it gave up (and removed its pid file)
                     break
             time.sleep(0.005)
-        log = (self.root / "server.log").read_text(errors="replace")[-2000:]
-        problem = result.stderr.strip() or "it exited or was not ready within 60 s"
-        raise PgfastError(f"the embedded PostgreSQL in {self.root} did not start: {problem}\n{log}")
+        output = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        _stop_server(self.root)  # if it came up after all, and its files either way
+        fatal = [line.split("FATAL:", 1)[1].strip() for line in output.splitlines() if "FATAL:" in line]
+        problem = result.stderr.strip() or (fatal[-1] if fatal else "it was not ready within 60 s")
+        raise PgfastError(
+            f"the embedded PostgreSQL did not start: {problem} (set TEST_DATABASE_URL to use a running "
+            f"server instead); the end of its log:\n{output}"
+        )
 
     def _initdb_cache(self) -> Path:
         output = self._run("postgres", "--version").stdout  # "postgres (PostgreSQL) 15.4 (Debian ...)"
@@ -2075,8 +2086,9 @@ def _stop_orphaned_servers(base: Path, keep: Path) -> None:
             try:
                 if root.is_dir() and not _live_users(root):
                     _stop_server(root)
-                # A lock file a minute old with no server is a dead run's, never joined again.
-                if not root.exists() and time.time() - lock.stat().st_mtime > 60:
+                    lock.unlink(missing_ok=True)  # its run is dead: nobody joins it again
+                # A lock file with no server may be a run about to start it, unless it is old.
+                elif not root.exists() and time.time() - lock.stat().st_mtime > 60:
                     lock.unlink(missing_ok=True)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)

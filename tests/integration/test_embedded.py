@@ -137,6 +137,7 @@ def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
         time.sleep(0.1)
     assert not pgfast._pid_alive(postmaster)
     assert not data_directory.parent.exists()
+    assert not data_directory.parent.with_suffix(".lock").exists()
     assert embedded_dirs() == before
 
 
@@ -172,3 +173,23 @@ def test_testdb_server_prints_a_url_and_cleans_up_on_ctrl_c(tmp_path: Path) -> N
     process.stderr.close()
     socket_dir = Path(url.split("host=")[1])
     assert not socket_dir.exists()
+
+
+def test_a_server_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:  # its port is in use, so PostgreSQL cannot listen there
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = embedded_dirs()
+        started = time.monotonic()
+        server = pgfast.EmbeddedPostgres(f"cannot-start-{os.getpid()}", port=port)
+        with pytest.raises(pgfast.PgfastError) as failure:
+            server.acquire()
+    message = str(failure.value)
+    assert message.startswith("the embedded PostgreSQL did not start: could not create any TCP/IP sockets")
+    assert "set TEST_DATABASE_URL" in message and "Address already in use" in message
+    assert time.monotonic() - started < 30  # told at once, not after the 60 s start-up deadline
+    assert embedded_dirs() == before
+    assert not server.root.exists() and not (server.base / f"{server.root.name}.lock").exists()
