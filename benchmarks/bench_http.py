@@ -1,6 +1,6 @@
 """Requests per second of a `SELECT 1` endpoint through each pgfast request dependency.
 
-    python benchmarks/bench_http.py [--seconds 5] [--connections 32] [--rounds 3]
+    python benchmarks/bench_http.py [--seconds 5] [--connections 32] [--rounds 5]
 
 Serves one app with uvicorn (1 worker) and loads it with wrk, endpoint by endpoint, in rounds
 so that machine noise spreads over all of them; prints the median of each and its ratio to the
@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -138,14 +138,16 @@ def main() -> None:
         server.terminate()
         server.wait()
     ceiling = asyncio.run(raw_asyncpg(args.seconds, args.connections))
-    base = statistics.median(results["get_db_pool + acquire"])
+    pool = results["get_db_pool + acquire"]
+    base = statistics.median(pool)
     print(
-        f"uvicorn 1 worker, wrk -c{args.connections}, {args.rounds} rounds of {args.seconds:g}s, median req/s:"
+        f"uvicorn 1 worker, wrk -c{args.connections}, {args.rounds} rounds of {args.seconds:g}s; median req/s, "
+        "and the median over rounds of the ratio to the pool endpoint in the same round:"
     )
     for name, values in results.items():
-        rps = statistics.median(values)
+        ratio = statistics.median(v / p for v, p in zip(values, pool, strict=True))
         print(
-            f"  {name:<28} {rps:9.0f}   {rps / base:5.2f}x of pool   (rounds: {', '.join(f'{v:.0f}' for v in values)})"
+            f"  {name:<28} {statistics.median(values):9.0f}   {ratio:5.2f}x of pool   (rounds: {', '.join(f'{v:.0f}' for v in values)})"
         )
     print(f"  {'raw asyncpg, no HTTP':<28} {ceiling:9.0f}   {ceiling / base:5.2f}x of pool   (ceiling)")
 
