@@ -6,8 +6,9 @@ Installed with pip, the plugin is active on its own. Vendored, enable it in a co
 The server is TEST_DATABASE_URL (its role needs CREATEDB); unset, pgfast starts a throwaway
 PostgreSQL tuned for tests (tmpfs, no fsync) for the run, shared by xdist workers. Migrations
 and fixture files are found as `pgfast schema` finds them, from the pytest root directory;
-override the `pgfast_config` fixture to point elsewhere. PGFAST_PREWARM (default 2) is how
-many databases each process keeps cloned ahead of the tests that will use them.
+override the `pgfast_config` fixture to point elsewhere. PGFAST_PREWARM is how many databases
+each process keeps cloned ahead of the tests that will use them (default: 2 on a server with
+fsync off, 6 on a durable one).
 
 When tests share an event loop (pytest-asyncio's loop scope above "function"), the next test's
 pool is connected while the current test runs and db_transaction keeps its connection.
@@ -72,7 +73,7 @@ def _pgfast_databases(
     # Sync and session-scoped: the manager runs its own event loop, independent of any test's.
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
-    prewarm = int(os.environ.get("PGFAST_PREWARM", "2"))
+    prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
     # Templates are kept per project: the root directory and the migration directories, so
     # two suites of one repository with different migrations do not replace each other's.
     dirs = sorted(str(Path(d).resolve()) for d in pgfast_config.migrations_dirs or ())
