@@ -72,9 +72,9 @@ def _server(postgres_server: str) -> Iterator[None]:
 SERVER = ""
 
 
-def server_databases() -> list[str]:
+def server_databases(server: str = "") -> list[str]:
     async def run() -> list[str]:
-        conn = await asyncpg.connect(SERVER)
+        conn = await asyncpg.connect(server or SERVER)
         try:
             rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_test\\_%'")
             return [r["datname"] for r in rows]
@@ -127,14 +127,16 @@ def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = stri
     return root
 
 
-def user_env() -> dict[str, str]:
+def user_env(server: str = "") -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")} | {
-        "TEST_DATABASE_URL": SERVER
+        "TEST_DATABASE_URL": server or SERVER
     }
 
 
-def run_pytest(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = user_env()
+def run_pytest(
+    project: Path, *args: str, timeout: float = 180, server: str = ""
+) -> subprocess.CompletedProcess[str]:
+    env = user_env(server)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
         cwd=project,
@@ -320,7 +322,14 @@ def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) ->
     assert asyncio.run(check_and_drop()) == "evidence"
 
 
-def test_killed_run_is_swept_by_the_next_run(tmp_path: Path) -> None:
+@pytest.fixture
+def own_server() -> Iterator[str]:
+    """A server of its own, for a test that leaves orphans on purpose (others check for none)."""
+    with pgfast.EmbeddedPostgres(f"plugin-test-{os.getpid()}") as url:
+        yield url
+
+
+def test_killed_run_is_swept_by_the_next_run(tmp_path: Path, own_server: str) -> None:
     project = make_project(tmp_path)
     (project / "tests/test_slow.py").write_text(
         "import asyncio, pytest\n\n"
@@ -328,7 +337,7 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path) -> None:
         "async def test_hangs(isolated_db):\n"
         "    await asyncio.sleep(120)\n"
     )
-    env = user_env()
+    env = user_env(own_server)
     log = project / "run.log"
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -348,7 +357,7 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 120
-    while not any(f"_{process.pid}_" in name for name in server_databases()):
+    while not any(f"_{process.pid}_" in name for name in server_databases(own_server)):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             process.wait()
@@ -356,8 +365,8 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path) -> None:
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    left = [name for name in server_databases() if f"_{process.pid}_" in name]
+    left = [name for name in server_databases(own_server) if f"_{process.pid}_" in name]
     assert left, "SIGKILL should have left the database behind"
     (project / "tests/test_slow.py").unlink()
-    assert_passed(run_pytest(project), 6)
-    assert not set(left) & set(server_databases())
+    assert_passed(run_pytest(project, server=own_server), 6)
+    assert not set(left) & set(server_databases(own_server))

@@ -231,6 +231,25 @@ def test_cli_create_list_cleanup(project: Path, postgres_server: str) -> None:
         sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
 
 
+def test_cleanup_spares_running_runs_databases_and_every_template_meanwhile(
+    project: Path, postgres_server: str
+) -> None:
+    migrations = write_migrations(project, "CREATE TABLE a (id int);")
+
+    async def chosen() -> list[str]:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            return await pgfast.cleanup_test_databases(conn, dry_run=True)
+        finally:
+            await conn.close()
+
+    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+        name = asyncio.run(databases.create())  # this process is alive: its run is going on
+        during = asyncio.run(chosen())
+        assert name not in during and databases.template not in during
+        assert not [n for n in during if n.startswith("pgfast_tpl_")]
+
+
 def test_cli_without_server_url_says_what_to_set(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "DATABASE_URL")}
     result = subprocess.run(
