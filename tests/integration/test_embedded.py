@@ -47,7 +47,9 @@ def user_project(root: Path) -> Path:
     (root / "migrations/1_items_up.sql").write_text("CREATE TABLE items (id serial PRIMARY KEY, name text);")
     (root / "tests").mkdir()
     (root / "tests/test_it.py").write_text(PROJECT_TESTS)
-    (root / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    (root / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+    )
     return root
 
 

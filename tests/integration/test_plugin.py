@@ -123,6 +123,8 @@ def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = stri
     (root / "tests").mkdir()
     (root / "tests/test_app.py").write_text(TESTS)
     (root / "tests/conftest.py").write_text(conftest)
+    if "asyncio_default_fixture_loop_scope" not in ini:  # pytest-asyncio warns when it is unset
+        ini += "\nasyncio_default_fixture_loop_scope = function"
     (root / "pytest.ini").write_text(f"[pytest]\n{ini}\nfilterwarnings = error\n")
     return root
 
