@@ -218,8 +218,18 @@ async def test_isolated(isolated_db, setup_started, n):
     connected = await isolated_db.fetchval(BACKEND_START)
     with open(os.environ["AHEAD_FILE"], "a") as f:
         f.write(f"isolated {n} {connected < setup_started}\\n")
-    if 1 <= n <= 3:
-        await asyncio.sleep(1)  # time for the next clone (slow on a durable server) and its connection
+    if 1 <= n <= 3 and os.environ.get("AHEAD_WAIT"):
+        # Give the next test's database time to be cloned (slow on a busy durable server) and
+        # connected: wait until another of this process's databases has a newer connection.
+        others = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname <> current_database() "
+            f"AND datname LIKE 'pgfast_test_%_{os.getpid()}_%' AND backend_start > "
+            "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+        )
+        for _ in range(300):
+            if await isolated_db.fetchval(others):
+                break
+            await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("n", range(3))
@@ -241,7 +251,7 @@ def test_tests_sharing_a_loop_get_connections_made_ahead(tmp_path: Path, loop_sc
     project = make_project(tmp_path, conftest=AHEAD_CONFTEST, ini=ini)
     (project / "tests/test_app.py").write_text(AHEAD_TESTS)
     ahead = tmp_path / "ahead.txt"
-    env = user_env() | {"AHEAD_FILE": str(ahead)}
+    env = user_env() | {"AHEAD_FILE": str(ahead), "AHEAD_WAIT": "1" if loop_scope == "session" else ""}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-W", "error"],
         cwd=project,
