@@ -524,16 +524,8 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
         request: Request, pool: asyncpg.Pool = Depends(get_db_pool)
     ) -> AsyncIterator["PoolConnectionProxy[Any]"]:
         """One pooled connection for the whole request, released when the request ends."""
-        shared = request.scope.get(_REQUEST_CONNECTION)
-        if shared is not None:  # an RLS dependency of this request acquired it: share it
-            yield shared
-            return
-        conn = request.scope[_REQUEST_CONNECTION] = await _acquire(request, pool)
-        try:
+        async with _request_connection(request, pool) as conn:
             yield conn
-        finally:
-            del request.scope[_REQUEST_CONNECTION]
-            await pool.release(conn)
 
     async def get_db_health(pool: asyncpg.Pool = Depends(get_db_pool)) -> dict[str, Any]:
         """`SELECT 1` within 2 s and the pool's size: a liveness/readiness probe."""
@@ -559,20 +551,33 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
 _REQUEST_CONNECTION: Final = "pgfast.connection"
 
 
-async def _acquire(request: Any, pool: "asyncpg.Pool") -> Any:
-    """A connection within the configured timeout, else 503 with Retry-After (not a hang)."""
+@contextlib.asynccontextmanager
+async def _request_connection(request: Any, pool: "asyncpg.Pool") -> AsyncIterator[Any]:
+    """The request's connection: the one already held, else one acquired (and released at exit).
+
+    Acquiring waits at most the configured timeout, then answers 503 with Retry-After.
+    """
     from fastapi import HTTPException
 
+    if (held := request.scope.get(_REQUEST_CONNECTION)) is not None:
+        yield held  # the dependency that acquired it releases it
+        return
     config: DatabaseConfig | None = getattr(request.app.state, "pgfast_config", None)
     wait = config.timeout if config else DatabaseConfig.timeout
     try:
-        return await pool.acquire(timeout=wait)
+        conn = await pool.acquire(timeout=wait)
     except TimeoutError:
         raise HTTPException(
             status_code=503,
             detail=f"database busy: no connection became free within {wait:g}s",
             headers={"Retry-After": "1"},
         ) from None
+    request.scope[_REQUEST_CONNECTION] = conn
+    try:
+        yield conn
+    finally:
+        del request.scope[_REQUEST_CONNECTION]
+        await pool.release(conn)
 
 
 # ─────────────────────────────────────── row-level security ───────────────────────────────────
@@ -609,11 +614,7 @@ def create_rls_dependency(
         request: Request, pool: Any = Depends(get_db_pool), settings: Any = Depends(settings_provider)
     ) -> AsyncIterator[Any]:
         nonlocal bypass_checked
-        conn: Any = request.scope.get(_REQUEST_CONNECTION)
-        owned = conn is None
-        if owned:
-            conn = request.scope[_REQUEST_CONNECTION] = await _acquire(request, pool)
-        try:
+        async with _request_connection(request, pool) as conn:
             # BEGIN and every setting travel in one simple-query round trip.
             await conn.execute(_rls_begin_sql(settings, allowed))
             try:
@@ -626,10 +627,6 @@ def create_rls_dependency(
                     await conn.execute("ROLLBACK")
                 raise
             await _commit(conn, _reset_already_sent.get(id(pool)))
-        finally:
-            if owned:
-                del request.scope[_REQUEST_CONNECTION]
-                await pool.release(conn)
 
     async def rls_connection(conn: Any = Depends(rls_transaction, scope="function")) -> Any:
         return conn

@@ -87,16 +87,13 @@ def _pgfast_databases(
 class _LoopState:
     """What is kept on one event loop for the next test that runs on it."""
 
-    def __init__(self, databases: pgfast.IsolatedDatabases) -> None:
+    def __init__(self, databases: pgfast.IsolatedDatabases, first_test: str) -> None:
         self.databases = databases
-        self.tests: set[str] = set()  # node ids seen on this loop: two or more = the loop is shared
+        self.first_test = first_test
+        self.shared = False  # a second test ran on this loop: it outlives its tests
         self.spares: dict[bool, asyncio.Task[tuple[str, asyncpg.Pool]]] = {}  # by "with fixtures"
         self.connection: asyncpg.Connection | None = None  # db_transaction's
         self._keeper: asyncio.Task[None] | None = None
-
-    @property
-    def shared(self) -> bool:
-        return len(self.tests) > 1
 
     def keep_until_loop_closes(self) -> None:
         # pytest-asyncio closes a loop through asyncio.Runner, which first cancels every task
@@ -142,8 +139,12 @@ class _Loops:
         )
 
     def state(self, test: pytest.Item) -> _LoopState:
-        state = self._states.setdefault(asyncio.get_running_loop(), _LoopState(self.databases))
-        state.tests.add(test.nodeid)
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState(self.databases, test.nodeid)
+        elif test.nodeid != state.first_test:
+            state.shared = True
         return state
 
     async def pool(self, test: pytest.Item, fixtures: bool) -> tuple[str, asyncpg.Pool]:

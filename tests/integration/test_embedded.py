@@ -57,20 +57,25 @@ def env_without_server() -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    yield user_project(tmp_path / "project")
-
-
-def test_no_test_database_url_starts_one_tuned_server_shared_by_workers(project: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-n", "2"],
+def run_without_server(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in the user's project with no TEST_DATABASE_URL: the embedded server's path."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
         cwd=project,
         env=env_without_server() | {"FACTS_FILE": str(project / "facts.txt")},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    yield user_project(tmp_path / "project")
+
+
+def test_no_test_database_url_starts_one_tuned_server_shared_by_workers(project: Path) -> None:
+    result = run_without_server(project, "-n", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed" in result.stdout
     facts = {line for line in (project / "facts.txt").read_text().splitlines()}
@@ -119,14 +124,7 @@ def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
     postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
     assert pgfast._pid_alive(postmaster), "SIGKILL leaves the server running"
     (project / "tests/test_hang.py").unlink()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark"],
-        cwd=project,
-        env=env_without_server() | {"FACTS_FILE": str(project / "facts.txt")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_server(project)
     assert result.returncode == 0, result.stdout + result.stderr
     deadline = time.monotonic() + 10
     while pgfast._pid_alive(postmaster) and time.monotonic() < deadline:

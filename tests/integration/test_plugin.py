@@ -136,13 +136,12 @@ def user_env(server: str = "") -> dict[str, str]:
 
 
 def run_pytest(
-    project: Path, *args: str, timeout: float = 180, server: str = ""
+    project: Path, *args: str, timeout: float = 180, server: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = user_env(server)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
         cwd=project,
-        env=env,
+        env=user_env(server) | (env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -251,15 +250,8 @@ def test_tests_sharing_a_loop_get_connections_made_ahead(tmp_path: Path, loop_sc
     project = make_project(tmp_path, conftest=AHEAD_CONFTEST, ini=ini)
     (project / "tests/test_app.py").write_text(AHEAD_TESTS)
     ahead = tmp_path / "ahead.txt"
-    env = user_env() | {"AHEAD_FILE": str(ahead), "AHEAD_WAIT": "1" if loop_scope == "session" else ""}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-W", "error"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    env = {"AHEAD_FILE": str(ahead), "AHEAD_WAIT": "1" if loop_scope == "session" else ""}
+    result = run_pytest(project, "-W", "error", env=env)
     assert_passed(result, 8)
     assert "Unclosed" not in result.stdout + result.stderr
     lines = [line.split() for line in ahead.read_text().splitlines()]
