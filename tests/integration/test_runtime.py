@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
 import asyncpg
 import httpx
 import pytest
@@ -80,6 +81,19 @@ def notes_app(url: str, **config: Any) -> FastAPI:
     @app.get("/rls-sleep")
     async def rls_sleep(conn: Any = Depends(rls)) -> dict[str, bool]:
         await conn.execute("SELECT pg_sleep(0.3)")
+        return {"slept": True}
+
+    @app.post("/notes-slowly")
+    async def add_note_slowly(body: str, conn: Any = Depends(rls)) -> dict[str, str]:
+        await conn.execute(
+            "INSERT INTO notes (tenant_id, body) VALUES (current_setting('app.tenant_id'), $1)", body
+        )
+        await conn.execute("SELECT pg_sleep(5)")
+        return {"stored": body}
+
+    @app.get("/sleep-long")
+    async def sleep_long(conn: Any = Depends(pgfast.get_db_connection)) -> dict[str, bool]:
+        await conn.execute("SELECT pg_sleep(5)")
         return {"slept": True}
 
     @app.get("/health")
@@ -291,6 +305,59 @@ async def test_200_concurrent_requests_for_alternating_tenants_see_only_their_ro
         responses = await asyncio.gather(*(client.get("/notes", headers={"x-tenant": t}) for t in tenants))
     assert all(r.status_code == 200 for r in responses)
     assert [r.json()["tenants"] for r in responses] == [[t] for t in tenants]
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/notes-slowly?body=lost"), ("GET", "/sleep-long")])
+@pytest.mark.parametrize("cancel_by", ["task.cancel", "anyio scope"])
+async def test_cancelled_request_rolls_back_and_gives_its_connection_back(
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], method: str, path: str, cancel_by: str
+) -> None:
+    # What a client that goes away does under middleware that cancels the handler. An anyio
+    # scope cancels every await inside it again, clean-up included, until something shields it.
+    app = notes_app(as_tenant(_url_of(db_with_fixtures)), min_connections=1, max_connections=1, timeout=2)
+    scope = anyio.CancelScope()
+
+    async def call(client: httpx.AsyncClient) -> None:
+        with scope:
+            await client.request(method, path, headers={"x-tenant": "acme"})
+        assert scope.cancelled_caught
+
+    async with serve(app) as client:
+        request = asyncio.create_task(call(client))
+        for _ in range(500):  # until the handler is in its query: the server says so
+            if await db_with_fixtures.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        if cancel_by == "task.cancel":
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+        else:
+            scope.cancel()
+            await request
+        # The one connection is back in the pool, its transaction gone: the next request gets it.
+        after = await client.get("/notes", headers={"x-tenant": "acme"})
+        pool = app.state.pgfast_pool
+        assert (pool.get_size(), pool.get_idle_size()) == (1, 1)
+    assert after.status_code == 200
+    assert after.json()["bodies"] == ["acme plans", "acme budget"]  # "lost" was never committed
+    assert not await db_with_fixtures.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' OR query = 'SELECT pg_sleep(5)'"
+    )
+
+
+async def test_dependency_called_outside_a_fastapi_route_says_what_is_missing(
+    isolated_db: asyncpg.Pool,
+) -> None:
+    # pgfast's dependencies clean up on the exit stacks FastAPI's routes keep in the request scope.
+    app = FastAPI()
+    request = Request({"type": "http", "app": app, "headers": [], "method": "GET", "path": "/"})
+    idle = isolated_db.get_idle_size()
+    with pytest.raises(pgfast.PgfastError, match=r"keeps no 'fastapi_inner_astack' .*\(>= 0\.121\)"):
+        await pgfast.get_db_connection(request, isolated_db)
+    assert isolated_db.get_idle_size() == idle  # checked before a connection was taken
 
 
 @pytest.mark.parametrize("path", ["/sleep", "/rls-sleep"])
