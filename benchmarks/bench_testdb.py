@@ -12,7 +12,8 @@ prints the whole-run wall time and the per-test set-up wait and teardown (median
 - baseline "migrate": a fresh empty database per test with the migrations applied to it;
 - baseline "clone": CREATE DATABASE ... TEMPLATE per test, made and dropped in the test's
   own set-up and teardown (no pre-warming);
-- pgfast 0.8's isolated_db from its PyPI wheel, if --pgfast08 names one (it is not vendored);
+- pgfast 0.8's isolated_db on the durable server, from its wheel: --pgfast08 names one, else it
+  is fetched with pip (0.8 declares Python >= 3.14 but runs on 3.11); --no-pgfast08 skips it;
 - isolated_db with tests that each do 20 ms of work, with 1 and 200 tables, and a 1,000-test run.
 
 "shared loop" runs the tests on one event loop (pytest-asyncio's asyncio_default_fixture_loop_scope
@@ -220,12 +221,27 @@ def line(label: str, r: dict[str, float]) -> str:
     )
 
 
+def fetch_pgfast08(folder: Path) -> str | None:
+    """pgfast 0.8.0's wheel from the package index, or None (said) when it cannot be had."""
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version", "3.14", "pgfast==0.8.0", "-d", str(folder)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(folder.glob("pgfast-0.8.0-*.whl"))
+    if result.returncode != 0 or not wheels:
+        print(f"(pgfast 0.8 not compared: pip could not fetch it: {result.stderr.strip()[-300:]})")
+        return None
+    return str(wheels[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=100)
     parser.add_argument("--migrations", type=int, default=20)
     parser.add_argument("--durable-url", default=DURABLE)
-    parser.add_argument("--pgfast08", help="path to pgfast-0.8.0-py3-none-any.whl, to compare with")
+    parser.add_argument(
+        "--pgfast08", help="path to pgfast-0.8.0-py3-none-any.whl (default: fetched with pip)"
+    )
+    parser.add_argument("--no-pgfast08", action="store_true", help="skip the pgfast 0.8 comparison")
     parser.add_argument("--quick", action="store_true", help="skip the scaling and 1,000-test runs")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pgfast-bench-testdb-"))
@@ -233,6 +249,7 @@ def main() -> None:
     make_project(project, args.migrations)
     n = args.tests
     results: dict[str, dict[str, float]] = {}
+    wheel = None if args.no_pgfast08 else (args.pgfast08 or fetch_pgfast08(base))
     print(f"{n} tests, {args.migrations} migrations (a table and an index each); times in ms unless said")
     for workers in (0, 2):
         mode = "sequential" if not workers else f"-n {workers}"
@@ -257,9 +274,9 @@ def main() -> None:
             r = run(project, fixture, n, workers=workers, work_ms=work, url=url, loop=loop)
             results[f"{mode}/{label}"] = r
             print(line(label, r), flush=True)
-        if args.pgfast08 and not workers:
+        if wheel and not workers:
             extracted = base / "pgfast08"
-            subprocess.run([sys.executable, "-m", "zipfile", "-e", args.pgfast08, str(extracted)], check=True)
+            subprocess.run([sys.executable, "-m", "zipfile", "-e", wheel, str(extracted)], check=True)
             old = base / "old"
             make_project(old, args.migrations)
             (old / "conftest.py").write_text("from pgfast.pytest import *  # noqa\n" + TIMING)
