@@ -1576,7 +1576,7 @@ class IsolatedDatabases:
         migrations: Sequence[Migration],
         fixtures: Sequence[SqlFixture] = (),
         *,
-        project: str | Path | None = None,  # default: the current directory
+        project: str | Path | None = None,  # the project's root directory; default: the current one
         prewarm: int | None = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
@@ -1587,9 +1587,9 @@ class IsolatedDatabases:
         self.lock_timeout = lock_timeout
         self.prewarm = prewarm
         self._depth = prewarm or 0  # how many clones to keep ready, once the server is known
-        # Templates are per project (its root directory), so projects sharing a server keep
-        # theirs; a project's template of older migrations is stale and gets dropped.
-        self._project = _short_hash(str(project) if project is not None else str(Path.cwd().resolve()))
+        # Templates are per project, so projects sharing a server keep theirs; a project's
+        # template of older migrations is stale and gets dropped.
+        self._project = _project_key(project, self.migrations)
         self.template = f"pgfast_tpl_{self._project}_{template_hash(self.migrations)}"
         self.fixtures_template = (
             f"pgfast_tpl_{self._project}_{template_hash(self.migrations, self.fixtures)}_f"
@@ -2224,6 +2224,14 @@ async def _sweep_dead_runs(conn: "_Connection", host: str) -> list[str]:
     return dropped
 
 
+def _project_key(root: str | Path | None, migrations: Sequence[Migration]) -> str:
+    """Whose templates these are: the project's root and the directories of its migrations (two
+    suites of one repository with migrations of their own do not replace each other's)."""
+    base = Path(root) if root is not None else Path.cwd()
+    dirs = sorted({str(m.up_path.parent.resolve()) for m in migrations})
+    return _short_hash(json.dumps([str(base.resolve()), *dirs]))
+
+
 async def _drop_stale_templates(conn: "_Connection", project: str, keep: set[str]) -> None:
     for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%'"):
         match = _TEMPLATE_DB.fullmatch(name)
@@ -2615,13 +2623,12 @@ def _cmd_testdb_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
-    try:  # the template of the current migrations is not stale
-        migrations = discover_migrations()
-        keep = {f"pgfast_tpl_{_short_hash(str(Path.cwd().resolve()))}_{template_hash(migrations)}"}
+    url = _admin_url()
+    try:  # the templates of the current migrations and fixtures, as the plugin names them here
+        current = IsolatedDatabases(url, (migrations := discover_migrations()), discover_fixtures(migrations))
+        keep = {current.template, current.fixtures_template}
     except PgfastError:
         keep = set()
-
-    url = _admin_url()
 
     async def cleanup(conn: "_Connection", *, dry_run: bool) -> list[str]:
         return await cleanup_test_databases(

@@ -20,7 +20,6 @@ import dataclasses
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -74,12 +73,8 @@ def _pgfast_databases(
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
     prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
-    # Templates are kept per project: the root directory and the migration directories, so
-    # two suites of one repository with different migrations do not replace each other's.
-    dirs = sorted(str(Path(d).resolve()) for d in pgfast_config.migrations_dirs or ())
-    project = f"{pytestconfig.rootpath}|{'|'.join(dirs)}"
     with pgfast.IsolatedDatabases(
-        pgfast_config.url, migrations, fixtures, project=project, prewarm=prewarm
+        pgfast_config.url, migrations, fixtures, project=pytestconfig.rootpath, prewarm=prewarm
     ) as databases:
         yield databases
 

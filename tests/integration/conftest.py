@@ -1,6 +1,49 @@
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
 import pytest
+
+import pgfast
 
 
 @pytest.fixture(autouse=True)
 def _needs_postgres(postgres_server: str) -> None:
     """Every integration test needs the server: skipped locally without one, failed under CI."""
+
+
+@pytest.fixture(autouse=True)
+def _drop_templates_of_temporary_projects(
+    request: pytest.FixtureRequest, postgres_server: str
+) -> Iterator[None]:
+    """A project made under tmp_path is never run again, so its templates would only pile up on
+    the server: drop them after the test (a project's template is otherwise kept on purpose)."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    tmp_path: Path = request.getfixturevalue("tmp_path")  # now, so that it outlives this fixture
+    yield
+    # Whose templates: a root (the test's folder or one below) and its migrations, all or one
+    # directory of them (a test may build a template from either).
+    folders = [d for d in tmp_path.rglob("migrations") if d.is_dir()]
+    keys = set()
+    for root in [tmp_path, *tmp_path.glob("*/"), *tmp_path.glob("*/*/")]:
+        for dirs in [None, *([d] for d in folders)]:
+            try:
+                keys.add(pgfast._project_key(root, pgfast.discover_migrations(dirs, root=root)))
+            except pgfast.PgfastError:  # a test's deliberately broken migrations
+                continue
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            for (name,) in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%'"
+            ):
+                if name.split("_")[2] in keys:
+                    await pgfast._drop_database(conn, name)
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())

@@ -94,25 +94,6 @@ def orphans() -> list[str]:
     return found
 
 
-@pytest.fixture(autouse=True)
-def _drop_project_templates(tmp_path: Path) -> Iterator[None]:
-    """Each project here is new, so its templates would never be reused: drop them after."""
-    yield
-    project = pgfast._short_hash(str(tmp_path.resolve()))
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(SERVER)
-        try:
-            for row in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE $1", f"pgfast_tpl_{project}_%"
-            ):
-                await pgfast._drop_database(conn, row["datname"])
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
-
-
 def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = strict") -> Path:
     (root / "app/migrations").mkdir(parents=True)
     (root / "app/migrations/20250101000000_users_up.sql").write_text(MIGRATION)

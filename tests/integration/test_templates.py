@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +38,9 @@ def write_migrations(root: Path, *bodies: str) -> list[pgfast.Migration]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, postgres_server: str) -> Iterator[Path]:
-    """A project of its own, so its templates are its own; they are dropped afterwards."""
-    yield tmp_path
-    prefix = f"pgfast_tpl_{pgfast._short_hash(str(tmp_path.resolve()))}_%"
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(postgres_server)
-        try:
-            for row in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", prefix):
-                await pgfast._drop_database(conn, row["datname"])
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+def project(tmp_path: Path) -> Path:
+    """A project of its own, so its templates are its own (conftest drops them afterwards)."""
+    return tmp_path
 
 
 def test_template_is_marked_complete_and_unconnectable(project: Path, postgres_server: str) -> None:
@@ -231,6 +219,22 @@ def test_cli_create_list_cleanup(project: Path, postgres_server: str) -> None:
         sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
 
 
+def test_cli_cleanup_keeps_the_templates_the_plugin_uses_here(project: Path, postgres_server: str) -> None:
+    # (Other templates are dropped only while no run on this host goes on: see the next test.)
+    migrations = write_migrations(project / "app", "CREATE TABLE a (id int);")
+    (project / "app" / "fixtures").mkdir()
+    (project / "app" / "fixtures" / "1_a_fixture.sql").write_text("INSERT INTO a VALUES (1);")
+    fixtures = pgfast.discover_fixtures(migrations, root=project)
+    # as the plugin builds them: the pytest root directory is the project
+    with pgfast.IsolatedDatabases(postgres_server, migrations, fixtures, project=project) as current:
+        asyncio.run(current.create(fixtures=True))
+    made = [current.template, current.fixtures_template]
+    assert [databases_named(postgres_server, name) for name in made] == [[name] for name in made]
+    result = cli(project, postgres_server, "cleanup", "--all")
+    assert result.returncode == 0, result.stderr
+    assert [databases_named(postgres_server, name) for name in made] == [[name] for name in made]
+
+
 def test_cleanup_spares_running_runs_databases_and_every_template_meanwhile(
     project: Path, postgres_server: str
 ) -> None:
@@ -275,7 +279,9 @@ def test_two_suites_of_one_project_with_other_migrations_both_keep_working(
         pgfast.IsolatedDatabases(postgres_server, first, project=project) as one,
         pgfast.IsolatedDatabases(postgres_server, second, project=project) as two,
     ):
-        # the second build dropped the first's template as stale: the first rebuilds it on demand
+        # templates are per project root and migration directories: neither is the other's stale one
+        assert one.template != two.template
+        assert databases_named(postgres_server, one.template) == [one.template]
         for databases, table in ((one, "a"), (two, "b"), (one, "a")):
             name = asyncio.run(databases.create())
             assert sql(databases.url(name), f"SELECT to_regclass('{table}') IS NOT NULL AS ok")[0]["ok"]
