@@ -233,6 +233,30 @@ def fetch_pgfast08(folder: Path) -> str | None:
     return str(wheels[0])
 
 
+def drop_templates(url: str, project: Path) -> None:
+    """The durable server keeps a project's templates for its next run; this one has none."""
+    import asyncio
+
+    import asyncpg
+
+    sys.path.insert(0, str(ROOT))
+    import pgfast
+
+    key = pgfast._project_key(project, pgfast.discover_migrations(root=project))
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for (name,) in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1", f"pgfast\\_tpl\\_{key}\\_%"
+            ):
+                await pgfast._drop_database(conn, name)
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=100)
@@ -247,6 +271,13 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="pgfast-bench-testdb-"))
     project = base / "project"
     make_project(project, args.migrations)
+    try:
+        measure(args, base, project)
+    finally:
+        drop_templates(args.durable_url, project)
+
+
+def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
     n = args.tests
     results: dict[str, dict[str, float]] = {}
     wheel = None if args.no_pgfast08 else (args.pgfast08 or fetch_pgfast08(base))
