@@ -8,6 +8,7 @@ tests each take one database fixture, runs it with pytest (sequentially and with
 prints the whole-run wall time and the per-test set-up wait and teardown (median, p95):
 
 - isolated_db on the embedded server (no TEST_DATABASE_URL) and on a durable server;
+- db_with_fixtures on the embedded server (every table with 100 rows, from its own template);
 - db_transaction (one shared database, rolled back after each test);
 - baseline "migrate": a fresh empty database per test with the migrations applied to it;
 - baseline "clone": CREATE DATABASE ... TEMPLATE per test, made and dropped in the test's
@@ -158,6 +159,11 @@ def make_project(folder: Path, migrations: int) -> None:
             f"CREATE TABLE t{i} (id serial PRIMARY KEY, name text NOT NULL, created timestamptz DEFAULT now());\n"
             f"CREATE INDEX t{i}_name ON t{i} (name);\n"
         )
+    (folder / "fixtures").mkdir()
+    for i in range(1, migrations + 1):  # 100 rows a table, for db_with_fixtures
+        (folder / "fixtures" / f"{i:04d}_t{i}_fixture.sql").write_text(
+            f"INSERT INTO t{i} (name) SELECT 'row ' || g FROM generate_series(1, 100) AS g;\n"
+        )
     (folder / "conftest.py").write_text(TIMING + BASELINES)
     (folder / "pytest.ini").write_text(INI.format(scope="function"))
 
@@ -291,6 +297,7 @@ def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
             ("isolated_db, embedded, shared loop", "isolated_db", None, 0, shared),
             ("isolated_db, embedded, tests doing 20 ms", "isolated_db", None, 20, "function"),
             ("isolated_db, embedded, 20 ms, shared loop", "isolated_db", None, 20, shared),
+            ("db_with_fixtures, embedded (100 rows a table)", "db_with_fixtures", None, 0, "function"),
             ("db_transaction, embedded", "db_transaction", None, 0, "function"),
             ("db_transaction, embedded, shared loop", "db_transaction", None, 0, shared),
             ("baseline migrate-per-test, embedded", "migrate", None, 0, "function"),
