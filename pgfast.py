@@ -493,10 +493,11 @@ def _unavailable(url: str, exc: BaseException, when: str) -> DatabaseUnavailable
 
 
 # FastAPI reads a dependency's parameters from its annotations and defaults, so the functions
-# below need Starlette's real `Request` class and FastAPI's `Depends`. Importing FastAPI costs
-# over half a second that `pgfast --help` and the migration commands must not pay, so these
-# dependencies are created on first access through the module `__getattr__` (PEP 562). Each is
-# created once: `app.dependency_overrides[pgfast.get_db_pool]` redirects every user of it.
+# below need Starlette's real `HTTPConnection` class (what HTTP requests and WebSockets share)
+# and FastAPI's `Depends`. Importing FastAPI costs over half a second that `pgfast --help` and
+# the migration commands must not pay, so these dependencies are created on first access
+# through the module `__getattr__` (PEP 562). Each is created once:
+# `app.dependency_overrides[pgfast.get_db_pool]` redirects every user of it.
 _REQUEST_DEPENDENCIES: Final = ("get_db_pool", "get_db_connection", "get_db_health")
 
 
@@ -509,9 +510,10 @@ def __getattr__(name: str) -> Any:
 @functools.cache
 def _request_dependencies() -> dict[str, Callable[..., Any]]:
     import asyncpg
-    from fastapi import Depends, HTTPException, Request
+    from fastapi import Depends, HTTPException
+    from fastapi.requests import HTTPConnection  # a Request or a WebSocket
 
-    async def get_db_pool(request: Request) -> asyncpg.Pool:
+    async def get_db_pool(request: HTTPConnection) -> asyncpg.Pool:
         """The application's pool, as stored by `create_lifespan`."""
         pool: asyncpg.Pool | None = getattr(request.app.state, "pgfast_pool", None)
         if pool is None:
@@ -520,7 +522,7 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
             )
         return pool
 
-    async def get_db_connection(request: Request, pool: asyncpg.Pool = Depends(get_db_pool)) -> Any:
+    async def get_db_connection(request: HTTPConnection, pool: asyncpg.Pool = Depends(get_db_pool)) -> Any:
         """One pooled connection for the whole request, released when the request ends."""
         return await _request_connection(request, pool, _REQUEST_STACK)
 
@@ -622,7 +624,8 @@ def create_rls_dependency(
     Only custom dotted names (`app.tenant_id`) are accepted; built-in settings such as `role` or
     `search_path` must be named in `allow_settings`, so request data cannot switch roles.
     """
-    from fastapi import Depends, Request
+    from fastapi import Depends
+    from fastapi.requests import HTTPConnection
 
     allowed = frozenset(allow_settings)
     for name in allowed:
@@ -635,7 +638,7 @@ def create_rls_dependency(
     # is sent. The connection is the request's (shared with get_db_connection); if this
     # dependency acquired it, it goes back to the pool there too, after COMMIT.
     async def rls_connection(
-        request: Request, pool: Any = Depends(get_db_pool), settings: Any = Depends(settings_provider)
+        request: HTTPConnection, pool: Any = Depends(get_db_pool), settings: Any = Depends(settings_provider)
     ) -> Any:
         nonlocal bypass_checked
         begin = _rls_begin_sql(settings, allowed)  # names checked before any connection is taken

@@ -520,3 +520,59 @@ async def test_migrate_on_startup_applies_pending_and_refuses_to_serve_on_failur
         async with app.router.lifespan_context(app):
             raise AssertionError("the app must not serve")
     assert app.state.pgfast_pool is None
+
+
+async def test_websocket_holds_one_connection_for_its_life_and_gives_it_back(
+    isolated_db: asyncpg.Pool,
+) -> None:
+    from fastapi import WebSocket
+
+    config = pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=1)
+    app = FastAPI(lifespan=pgfast.create_lifespan(config))
+    seen: list[tuple[int, int]] = []
+
+    @app.websocket("/echo-pid")
+    async def echo_pid(socket: WebSocket, conn: Any = Depends(pgfast.get_db_connection)) -> None:
+        await socket.accept()
+        async for text in socket.iter_text():
+            pool = app.state.pgfast_pool
+            seen.append((pool.get_size(), pool.get_idle_size()))
+            await socket.send_text(f"{text} {await conn.fetchval('SELECT pg_backend_pid()')}")
+
+    # An ASGI WebSocket client, as a server would drive the app: connect, two messages, close.
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for message in (
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": "a"},
+        {"type": "websocket.receive", "text": "b"},
+    ):
+        incoming.put_nowait(message)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if len([m for m in sent if m["type"] == "websocket.send"]) == 2:
+            incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    scope = {
+        "type": "websocket",
+        "path": "/echo-pid",
+        "raw_path": b"/echo-pid",
+        "query_string": b"",
+        "headers": [],
+        "scheme": "ws",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "root_path": "",
+        "subprotocols": [],
+        "asgi": {"version": "3.0"},
+    }
+    async with app.router.lifespan_context(app):
+        scope["app"] = app
+        await app(scope, incoming.get, send)
+        pool = app.state.pgfast_pool
+        after = (pool.get_size(), pool.get_idle_size())
+    replies = [m["text"].split() for m in sent if m["type"] == "websocket.send"]
+    assert [r[0] for r in replies] == ["a", "b"] and replies[0][1] == replies[1][1]  # one backend
+    assert seen == [(1, 0), (1, 0)]  # held while the socket is open
+    assert after == (1, 1)  # and back in the pool once it closed
