@@ -135,6 +135,7 @@ _NO_TRANSACTION: Final = re.compile(r"--\s*pgfast\s*:\s*no-transaction\s*$", re.
 _CUSTOM_SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _BUILTIN_SETTING: Final = re.compile(r"[a-z_][a-z0-9_]*")
 _DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_WORD: Final = re.compile(r"[^\W\d][\w$]*")  # a keyword or unquoted identifier
 # Directories that auto-discovery never walks into (besides hidden ones and virtualenvs).
 _PRUNED_DIRS: Final = frozenset({"site-packages", "node_modules", "__pycache__"})
 
@@ -970,15 +971,26 @@ def order_migrations(migrations: Iterable[Migration]) -> list[Migration]:
 def split_statements(sql: str) -> list[tuple[int, str]]:
     """Split SQL at top-level semicolons into `(offset, statement)` pairs.
 
-    Quotes, E'' strings, quoted identifiers, dollar quotes and both comment styles are
-    respected; pieces holding nothing but comments and white space are dropped.
+    Quotes, E'' strings, quoted identifiers, dollar quotes, both comment styles and SQL-standard
+    function bodies (`BEGIN ATOMIC ... END`, with `CASE ... END` inside) are respected; pieces
+    holding nothing but comments and white space are dropped.
     """
     statements = []
     start = i = 0
     has_code = False
+    atomic = 0  # depth inside BEGIN ATOMIC ... END, where semicolons end inner statements
+    previous_word = ""
     n = len(sql)
     while i < n:
         c = sql[i]
+        if word := _WORD.match(sql, i):  # only BEGIN ATOMIC bodies care about words
+            upper = word.group().upper()
+            if (upper == "ATOMIC" and previous_word == "BEGIN") or (atomic and upper == "CASE"):
+                atomic += 1
+            elif atomic and upper == "END":
+                atomic -= 1
+            previous_word, has_code, i = upper, True, word.end()
+            continue
         if sql.startswith("--", i):
             end = sql.find("\n", i)
             i = n if end < 0 else end + 1
@@ -986,7 +998,9 @@ def split_statements(sql: str) -> list[tuple[int, str]]:
         if sql.startswith("/*", i):
             i = _skip_block_comment(sql, i)
             continue
-        if c == ";":
+        if not c.isspace():
+            previous_word = ""
+        if c == ";" and not atomic:
             if has_code:
                 statements.append((start, sql[start:i]))
             start, has_code = i + 1, False

@@ -181,6 +181,27 @@ def test_no_transaction_migration_runs_create_index_concurrently(tmp_path: Path,
     assert query(blank_db, "SELECT count(*) AS n FROM pg_index WHERE indrelid = 'big'::regclass")[0]["n"] == 0
 
 
+def test_no_transaction_migration_keeps_a_begin_atomic_function_body_whole(
+    tmp_path: Path, blank_db: str
+) -> None:
+    # Without a transaction the file runs statement by statement: the body's semicolons are not ends.
+    write(tmp_path, "1_table_up.sql", "CREATE TABLE t (x int);")
+    write(
+        tmp_path,
+        "2_sign_up.sql",
+        "-- pgfast: no-transaction\n"
+        "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql\n"
+        "BEGIN ATOMIC\n  SELECT CASE WHEN x > 0 THEN 1 WHEN x < 0 THEN -1 ELSE 0 END;\nEND;\n"
+        "CREATE INDEX CONCURRENTLY t_sign ON t (sign_of(x));\n",
+    )
+    result = pgfast_cli(tmp_path, blank_db, "schema", "up")
+    assert result.returncode == 0, result.stderr
+    assert query(blank_db, "SELECT sign_of(-5) AS s")[0]["s"] == -1
+    assert query(blank_db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_sign'::regclass")[0][
+        "indisvalid"
+    ]
+
+
 def test_concurrent_up_processes_apply_each_migration_once(tmp_path: Path, blank_db: str) -> None:
     write(tmp_path, "1_runs_up.sql", "CREATE TABLE runs (version int);")
     for v in range(2, 13):

@@ -198,6 +198,18 @@ def test_checksum_ignores_line_endings_and_down_file(tmp_path: Path) -> None:
         ("-- only a comment\n/* and; another */\n", []),
         ("", []),
         ("SELECT 1;;  ; -- trailing\n", ["SELECT 1"]),
+        (  # an SQL-standard function body, a CASE ... END inside it
+            "CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+            "SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END; SELECT 2; END; SELECT 3",
+            [
+                "CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+                "SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END; SELECT 2; END",
+                " SELECT 3",
+            ],
+        ),
+        ("begin /* c */ atomic select 1; end; SELECT 2", ["begin /* c */ atomic select 1; end", " SELECT 2"]),
+        ("BEGIN; ATOMIC; SELECT end_date FROM t", ["BEGIN", " ATOMIC", " SELECT end_date FROM t"]),
+        ("SELECT a$b, straße FROM t; SELECT 2", ["SELECT a$b, straße FROM t", " SELECT 2"]),
     ],
 )
 def test_split_statements_respects_quotes_and_comments(sql: str, expected: list[str]) -> None:
