@@ -428,22 +428,24 @@ async def close_pool(pool: "asyncpg.Pool", timeout: float = 10.0) -> None:
 
 def create_lifespan(
     config: DatabaseConfig, *, migrate: bool = False, close_timeout: float = 10.0
-) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[dict[str, Any]]]:
     """A FastAPI lifespan that owns one pool: `FastAPI(lifespan=create_lifespan(config))`.
 
-    The pool is stored as `app.state.pgfast_pool`. With `migrate=True` pending migrations are
-    applied before the app serves, under the migration lock, so replicas may start together.
+    The pool is stored as `app.state.pgfast_pool`, and is in the lifespan state the server hands
+    every request, so the apps mounted in this one find it too. With `migrate=True` pending
+    migrations are applied before the app serves, under the migration lock, so replicas may
+    start together.
     """
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         pool = await create_pool(config)  # first: it waits for a database still starting
         app.state.pgfast_pool = pool
         app.state.pgfast_config = config
         try:
             if migrate:
                 await _migrate_on_startup(config)
-            yield
+            yield {"pgfast_pool": pool, "pgfast_config": config}
         finally:
             app.state.pgfast_pool = None
             await close_pool(pool, close_timeout)
@@ -516,7 +518,7 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
 
     async def get_db_pool(request: HTTPConnection) -> asyncpg.Pool:
         """The application's pool, as stored by `create_lifespan`."""
-        pool: asyncpg.Pool | None = getattr(request.app.state, "pgfast_pool", None)
+        pool: asyncpg.Pool | None = _from_lifespan(request, "pgfast_pool")
         if pool is None:
             raise PgfastError(
                 "no pgfast pool on this app; create it with FastAPI(lifespan=pgfast.create_lifespan(config))"
@@ -544,6 +546,13 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
         "get_db_connection": get_db_connection,
         "get_db_health": get_db_health,
     }
+
+
+def _from_lifespan(request: Any, name: str) -> Any:
+    """What create_lifespan stored: on the app, or, in an app mounted inside it (whose own
+    lifespan never runs), in the lifespan state the server copies into every request's scope."""
+    value = getattr(request.app.state, name, None)
+    return value if value is not None else request.scope.get("state", {}).get(name)
 
 
 # The connection a request holds, under this key of its ASGI scope, so that get_db_connection
@@ -584,7 +593,7 @@ async def _request_connection(request: Any, pool: "asyncpg.Pool", stack_key: str
     if (held := request.scope.get(_REQUEST_CONNECTION)) is not None:
         return held  # the dependency that acquired it releases it
     stack = _exit_stack(request, stack_key)
-    config: DatabaseConfig | None = getattr(request.app.state, "pgfast_config", None)
+    config: DatabaseConfig | None = _from_lifespan(request, "pgfast_config")
     wait = config.timeout if config else DatabaseConfig.timeout
     try:
         conn = await pool.acquire(timeout=wait)

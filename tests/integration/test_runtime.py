@@ -576,3 +576,33 @@ async def test_websocket_holds_one_connection_for_its_life_and_gives_it_back(
     assert [r[0] for r in replies] == ["a", "b"] and replies[0][1] == replies[1][1]  # one backend
     assert seen == [(1, 0), (1, 0)]  # held while the socket is open
     assert after == (1, 1)  # and back in the pool once it closed
+
+
+async def test_apps_mounted_in_the_app_find_its_pool_under_a_real_server(
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+) -> None:
+    import uvicorn
+
+    # A mounted app's own lifespan never runs: the pool reaches it through the lifespan state
+    # that the server (here uvicorn, over TCP) copies into every request's scope.
+    app = FastAPI(
+        lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(_url_of(db_with_fixtures))))
+    )
+    app.mount("/v1", notes_app("postgresql://unused@127.0.0.1:1/never"))  # its lifespan would fail
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1") as client:
+            notes = await client.get("/notes", headers={"x-tenant": "acme"})
+            same = await client.get("/same-connection", headers={"x-tenant": "acme"})
+    finally:
+        server.should_exit = True
+        await serving
+    assert notes.status_code == 200, notes.text
+    assert notes.json()["bodies"] == ["acme plans", "acme budget"]
+    assert same.json() == {"same": True}
