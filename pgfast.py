@@ -869,8 +869,8 @@ def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
 
 
 def _read_sql(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
+    try:  # utf-8-sig drops the byte-order mark some editors write, which PostgreSQL refuses
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MigrationFileError(f"{path}: not valid UTF-8 ({exc}); save it as UTF-8", [path]) from exc
 

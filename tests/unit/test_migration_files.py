@@ -178,6 +178,17 @@ def test_checksum_ignores_line_endings_and_down_file(tmp_path: Path) -> None:
     assert changed.checksum != a.checksum
 
 
+def test_byte_order_mark_is_dropped_so_header_and_checksum_see_the_sql(tmp_path: Path) -> None:
+    text = "-- pgfast: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);\n"
+    write(tmp_path, "a/migrations/1_x_up.sql", text)
+    (tmp_path / "b/migrations").mkdir(parents=True)
+    (tmp_path / "b/migrations/1_x_up.sql").write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Notepad saves
+    (plain,) = pgfast.discover_migrations(root=tmp_path / "a")
+    (marked,) = pgfast.discover_migrations(root=tmp_path / "b")
+    assert marked.sql == text and marked.no_transaction
+    assert marked.checksum == plain.checksum
+
+
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
