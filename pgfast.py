@@ -2652,7 +2652,8 @@ def _cmd_testdb_list(args: argparse.Namespace) -> int:
 def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
     url = _admin_url()
     try:  # the templates of the current migrations and fixtures, as the plugin names them here
-        current = IsolatedDatabases(url, (migrations := discover_migrations()), discover_fixtures(migrations))
+        migrations = discover_migrations()
+        current = IsolatedDatabases(url, migrations, discover_fixtures(migrations))
         keep = {current.template, current.fixtures_template}
     except PgfastError:
         keep = set()
