@@ -326,7 +326,8 @@ async def test_cancelled_request_rolls_back_and_gives_its_connection_back(
         request = asyncio.create_task(call(client))
         for _ in range(500):  # until the handler is in its query: the server says so
             if await db_with_fixtures.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'"
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = 'SELECT pg_sleep(5)'"
             ):
                 break
             await asyncio.sleep(0.01)
@@ -344,7 +345,8 @@ async def test_cancelled_request_rolls_back_and_gives_its_connection_back(
     assert after.status_code == 200
     assert after.json()["bodies"] == ["acme plans", "acme budget"]  # "lost" was never committed
     assert not await db_with_fixtures.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' OR query = 'SELECT pg_sleep(5)'"
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "  # this test's only
+        "AND (state LIKE 'idle in transaction%' OR query = 'SELECT pg_sleep(5)')"
     )
 
 
