@@ -564,8 +564,8 @@ _REQUEST_CONNECTION: Final = "pgfast.connection"
 # stack after the response. The dependencies below are plain coroutines that push their
 # clean-up (COMMIT, release) onto one of them. Generator dependencies would do the same through
 # FastAPI's own machinery at ~50 us more per request each, a quarter of a simple request: in
-# benchmarks/bench_http.py this took the RLS dependency from 0.64-0.71x to 0.75-0.77x of the
-# plain pool endpoint, get_db_connection from 0.77-0.84x to 0.83-0.92x. These keys are
+# benchmarks/bench_http.py this took the RLS dependency from 0.64-0.71x to 0.75-0.80x of the
+# plain pool endpoint, get_db_connection from 0.77-0.84x to 0.83-0.93x. These keys are
 # FastAPI's, not a public API, so their absence is an error that says so, never a commit after
 # the response.
 _FUNCTION_STACK: Final = "fastapi_function_astack"
