@@ -527,7 +527,7 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
 
     async def get_db_connection(request: HTTPConnection, pool: asyncpg.Pool = Depends(get_db_pool)) -> Any:
         """One pooled connection for the whole request, released when the request ends."""
-        return await _request_connection(request, pool, _REQUEST_STACK)
+        return await _request_connection(request, pool, _exit_stack(request, _REQUEST_STACK))
 
     async def get_db_health(pool: asyncpg.Pool = Depends(get_db_pool)) -> dict[str, Any]:
         """`SELECT 1` within 2 s and the pool's size: a liveness/readiness probe."""
@@ -584,15 +584,14 @@ def _exit_stack(request: Any, key: str) -> contextlib.AsyncExitStack:
     return stack
 
 
-async def _request_connection(request: Any, pool: "asyncpg.Pool", stack_key: str) -> Any:
-    """The request's connection: the one already held, else one acquired and released when the
-    exit stack `stack_key` closes.
+async def _request_connection(request: Any, pool: "asyncpg.Pool", stack: contextlib.AsyncExitStack) -> Any:
+    """The request's connection: the one already held, else one acquired and released when
+    `stack` (one of FastAPI's exit stacks) closes.
 
     Acquiring waits at most the configured timeout, then answers 503 with Retry-After.
     """
     if (held := request.scope.get(_REQUEST_CONNECTION)) is not None:
         return held  # the dependency that acquired it releases it
-    stack = _exit_stack(request, stack_key)
     config: DatabaseConfig | None = _from_lifespan(request, "pgfast_config")
     wait = config.timeout if config else DatabaseConfig.timeout
     try:
@@ -653,7 +652,8 @@ def create_rls_dependency(
     ) -> Any:
         nonlocal bypass_checked
         begin = _rls_begin_sql(settings, allowed)  # names checked before any connection is taken
-        conn = await _request_connection(request, pool, _FUNCTION_STACK)
+        stack = _exit_stack(request, _FUNCTION_STACK)
+        conn = await _request_connection(request, pool, stack)
 
         async def end(exc_type: object, *exc_info: object) -> None:
             if exc_type is None:
@@ -663,7 +663,7 @@ def create_rls_dependency(
                     await conn.execute("ROLLBACK")
 
         # Pushed first: if BEGIN itself fails half-way, the error still ends in a ROLLBACK.
-        _exit_stack(request, _FUNCTION_STACK).push_async_exit(end)
+        stack.push_async_exit(end)
         await conn.execute(begin)  # BEGIN and every setting in one simple-query round trip
         if not bypass_checked:
             bypass_checked = True
@@ -2130,13 +2130,13 @@ def _stop_server(root: Path) -> None:
     import shutil
     import signal
 
+    pidfile = root / "data" / "postmaster.pid"  # removed by the server as it exits
     with contextlib.suppress(OSError, ValueError, IndexError):
-        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        postmaster = int(pidfile.read_text().split()[0])
         with contextlib.suppress(FileNotFoundError):  # no /proc (not Linux): trust the pid file
             if str(root) not in Path(f"/proc/{postmaster}/cmdline").read_text(errors="replace"):
                 raise ProcessLookupError  # a stale pid file; that pid is somebody else's now
         os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: its data is thrown away anyway
-        pidfile = root / "data" / "postmaster.pid"  # removed by the server as it exits
         deadline = time.monotonic() + 20
         while pidfile.exists() and _pid_alive(postmaster) and time.monotonic() < deadline:
             time.sleep(0.005)

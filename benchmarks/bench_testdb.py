@@ -243,20 +243,15 @@ def drop_templates(url: str, project: Path) -> None:
     """The durable server keeps a project's templates for its next run; this one has none."""
     import asyncio
 
-    import asyncpg
-
     sys.path.insert(0, str(ROOT))
     import pgfast
 
     key = pgfast._project_key(project, pgfast.discover_migrations(root=project))
 
     async def drop() -> None:
-        conn = await asyncpg.connect(url)
+        conn = await pgfast._connect(url)
         try:
-            for (name,) in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE $1", f"pgfast\\_tpl\\_{key}\\_%"
-            ):
-                await pgfast._drop_database(conn, name)
+            await pgfast._drop_stale_templates(conn, key, keep=set())
         finally:
             await conn.close()
 
