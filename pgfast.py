@@ -30,11 +30,11 @@ import functools
 import graphlib
 import hashlib
 import heapq
-import itertools
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import sys
 import time
@@ -1481,15 +1481,16 @@ async def _statement_timeout(conn: "_Connection", seconds: float | None) -> Asyn
 
 # Names pgfast gives the databases it creates. The name is the creator marker: host and pid
 # say whose a test database is (pid 0: kept on purpose, owned by no process), so a later run
-# can drop what a killed one left, and pgfast never drops a name it did not make.
+# can drop what a killed one left, and pgfast never drops a name it did not make. The random
+# tail keeps names apart across processes: two `pgfast test-db create` in one second both
+# have pid 0 (0.9.0 used a per-process counter there, and the second CREATE failed).
 _TEST_DB: Final = re.compile(
-    r"pgfast_test_(?P<host>[0-9a-f]{6})_(?P<pid>[0-9]+)_(?P<created>[0-9]+)_(?P<n>[0-9]+)"
+    r"pgfast_test_(?P<host>[0-9a-f]{6})_(?P<pid>[0-9]+)_(?P<created>[0-9]+)_(?P<n>[0-9a-f]+)"
 )
 _TEMPLATE_DB: Final = re.compile(
     r"pgfast_tpl_(?P<project>[0-9a-f]{6})_(?P<hash>[0-9a-f]{16})(?P<fixtures>_f)?"
 )
 _TEMPLATE_FORMAT: Final = "pgfast-template-1"  # bump when the ledger or template layout changes
-_database_numbers: Final = itertools.count(1)  # process-wide: names stay unique across managers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1817,27 +1818,27 @@ class IsolatedDatabases:
     async def _clone(self, fixtures: bool, *, keep: bool) -> str:
         import asyncpg
 
-        pid = 0 if keep else os.getpid()
-        name = f"pgfast_test_{self._host}_{pid}_{int(time.time())}_{next(_database_numbers)}"
         assert self._admin is not None
-        self._live.add(name)
-        try:
-            for attempt in (1, 2):
+        for attempt in (1, 2, 3):
+            name = _test_database_name(self._host, 0 if keep else os.getpid())
+            self._live.add(name)
+            template = ""
+            try:
                 template = await self._ensure_template(fixtures=fixtures)
-                try:
-                    source = f"TEMPLATE {_quote_ident(template)}{self._strategy}"
-                    await self._admin.execute(f"CREATE DATABASE {_quote_ident(name)} {source}")
-                    break
-                except asyncpg.InvalidCatalogNameError:
-                    # Another run of this project, with other migrations, replaced it: build anew.
-                    self._built.discard(template)
-                    if attempt == 2:
-                        raise
-        except asyncpg.PostgresError:
-            # The server refused: nothing to drop. (Cancelled or disconnected, the CREATE may
-            # still have happened, so then the name stays in _live for close() to drop.)
-            self._live.discard(name)
-            raise
+                source = f"TEMPLATE {_quote_ident(template)}{self._strategy}"
+                await self._admin.execute(f"CREATE DATABASE {_quote_ident(name)} {source}")
+                break
+            except asyncpg.PostgresError as exc:
+                # The server refused: nothing to drop. (Cancelled or disconnected, the CREATE may
+                # still have happened, so then the name stays in _live for close() to drop.)
+                self._live.discard(name)
+                if attempt == 3 or not isinstance(
+                    exc, (asyncpg.InvalidCatalogNameError, asyncpg.DuplicateDatabaseError)
+                ):
+                    raise
+                # The template was replaced by a run of this project with other migrations
+                # (build anew), or the name was taken after all (take another).
+                self._built.discard(template)
         if keep:
             self._live.discard(name)
         return name
@@ -1848,10 +1849,16 @@ class IsolatedDatabases:
         self._live.discard(name)
 
     async def _keep(self, name: str) -> str:
+        import asyncpg
+
         match = _TEST_DB.fullmatch(name)
         assert self._admin is not None and match is not None
         kept = f"pgfast_test_{match['host']}_0_{match['created']}_{match['n']}"
-        await self._admin.execute(f"ALTER DATABASE {_quote_ident(name)} RENAME TO {_quote_ident(kept)}")
+        try:
+            await self._admin.execute(f"ALTER DATABASE {_quote_ident(name)} RENAME TO {_quote_ident(kept)}")
+        except asyncpg.DuplicateDatabaseError:  # a kept one from another process had that tail
+            kept = _test_database_name(match["host"], 0)
+            await self._admin.execute(f"ALTER DATABASE {_quote_ident(name)} RENAME TO {_quote_ident(kept)}")
         self._live.discard(name)
         return kept
 
@@ -2275,6 +2282,10 @@ async def _drop_database(conn: Any, name: str) -> None:
         with contextlib.suppress(Exception):
             await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
     await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+
+
+def _test_database_name(host: str, pid: int) -> str:
+    return f"pgfast_test_{host}_{pid}_{int(time.time())}_{secrets.token_hex(4)}"
 
 
 def _quote_ident(name: str) -> str:

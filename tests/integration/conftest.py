@@ -1,4 +1,5 @@
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -6,6 +7,14 @@ import asyncpg
 import pytest
 
 import pgfast
+
+
+@pytest.fixture
+def own_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A throwaway server of the test's own, for what must not meet the other tests' databases
+    (orphans left on purpose, a server-wide cleanup)."""
+    with pgfast.EmbeddedPostgres(f"own-{os.getpid()}-{request.node.name[:40]}") as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -307,13 +307,6 @@ def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) ->
     assert asyncio.run(check_and_drop()) == "evidence"
 
 
-@pytest.fixture
-def own_server() -> Iterator[str]:
-    """A server of its own, for a test that leaves orphans on purpose (others check for none)."""
-    with pgfast.EmbeddedPostgres(f"plugin-test-{os.getpid()}") as url:
-        yield url
-
-
 def test_killed_run_is_swept_by_the_next_run(tmp_path: Path, own_server: str) -> None:
     project = make_project(tmp_path)
     (project / "tests/test_slow.py").write_text(

@@ -192,7 +192,9 @@ def cli(project: Path, server: str, *args: str, stdin: str | None = None) -> sub
     )
 
 
-def test_cli_create_list_cleanup(project: Path, postgres_server: str) -> None:
+def test_cli_create_list_cleanup(project: Path, own_server: str) -> None:
+    # A server of its own: `cleanup --all` drops every kept database, other tests' included.
+    postgres_server = own_server
     write_migrations(project, "CREATE TABLE a (id int);")
     other = "pgfast_user_data_not_ours"
     sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
@@ -217,6 +219,35 @@ def test_cli_create_list_cleanup(project: Path, postgres_server: str) -> None:
         assert databases_named(postgres_server, other) == [other]
     finally:
         sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
+
+
+def test_cli_creates_started_together_get_distinct_names(project: Path, postgres_server: str) -> None:
+    # 0.9.0 named kept databases by pid 0, the second and a per-process counter: two processes
+    # creating in one second both chose ..._0_<second>_1 and the second failed with a traceback.
+    write_migrations(project, "CREATE TABLE a (id int);")
+    first = cli(project, postgres_server, "create")  # builds the template: the rest race on names only
+    assert first.returncode == 0, first.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
+    env["TEST_DATABASE_URL"] = postgres_server
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pgfast", "test-db", "create"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [racer.communicate(timeout=120) for racer in racers]
+    names = [first.stdout.split()[1]] + [out.split()[1] for out, _err in outputs if out]
+    try:
+        assert [racer.returncode for racer in racers] == [0] * 4, [err for _out, err in outputs]
+        assert len(set(names)) == 5 and all(databases_named(postgres_server, n) == [n] for n in names)
+    finally:
+        for name in names:
+            sql(postgres_server, f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def test_cli_cleanup_keeps_the_templates_the_plugin_uses_here(project: Path, postgres_server: str) -> None:
