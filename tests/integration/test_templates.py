@@ -250,7 +250,8 @@ def test_cli_creates_started_together_get_distinct_names(project: Path, postgres
             sql(postgres_server, f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def test_cli_cleanup_keeps_the_templates_the_plugin_uses_here(project: Path, postgres_server: str) -> None:
+def test_cli_cleanup_keeps_the_templates_the_plugin_uses_here(project: Path, own_server: str) -> None:
+    postgres_server = own_server  # `cleanup --all` must not meet other tests' kept databases
     # (Other templates are dropped only while no run on this host goes on: see the next test.)
     migrations = write_migrations(project / "app", "CREATE TABLE a (id int);")
     (project / "app" / "fixtures").mkdir()
