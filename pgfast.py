@@ -110,8 +110,10 @@ __all__ = [
     "select_fixtures",
     "load_fixtures",
     "template_hash",
+    "PgfastDatabase",
     "list_test_databases",
     "cleanup_test_databases",
+    "drop_templates",
     # command line
     "main",
 ]
@@ -1604,7 +1606,6 @@ class IsolatedDatabases:
         migrations: Sequence[Migration],
         fixtures: Sequence[SqlFixture] = (),
         *,
-        project: str | Path | None = None,  # the project's root directory; default: the current one
         prewarm: int | None = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
@@ -1617,11 +1618,7 @@ class IsolatedDatabases:
         self._depth = prewarm or 0  # how many clones to keep ready, once the server is known
         # Templates are per project, so projects sharing a server keep theirs; a project's
         # template of older migrations is stale and gets dropped.
-        self._project = _project_key(project, self.migrations)
-        self.template = f"pgfast_tpl_{self._project}_{template_hash(self.migrations)}"
-        self.fixtures_template = (
-            f"pgfast_tpl_{self._project}_{template_hash(self.migrations, self.fixtures)}_f"
-        )
+        self.template, self.fixtures_template = _template_names(self.migrations, self.fixtures)
         self._host = _host_id()
         self._live: set[str] = set()
         self._built: set[str] = set()
@@ -1877,7 +1874,7 @@ class IsolatedDatabases:
             if not done:
                 await self._build_template(conn, name, fixtures, half_built=done is not None)
                 # New migrations made this template; the project's older ones are stale now.
-                await _drop_stale_templates(conn, self._project, keep={self.template, self.fixtures_template})
+                await drop_templates(conn, self.migrations, keep={self.template, self.fixtures_template})
         self._built.add(name)
         return name
 
@@ -2176,39 +2173,38 @@ def _stop_orphaned_servers(base: Path, keep: Path) -> None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-async def list_test_databases(conn: "_Connection") -> list[dict[str, Any]]:
-    """pgfast's databases on the server: name, kind, size in bytes, created, creator."""
+@dataclasses.dataclass(frozen=True)
+class PgfastDatabase:
+    """One of pgfast's databases on a server, as `list_test_databases` finds it."""
+
+    name: str
+    kind: Literal["test", "template", "template (half-built)"]
+    size: int  # bytes
+    created: dt.datetime | None  # test databases only
+    creator: str  # "pid N on host H", "kept (no owner)" or "-" for templates
+    running: bool  # a test database whose creating process on this host is alive
+
+
+async def list_test_databases(conn: "_Connection") -> list[PgfastDatabase]:
+    """pgfast's databases on the server, sorted by name; other databases are never listed."""
     rows = await conn.fetch(
         "SELECT datname, datistemplate, pg_database_size(oid) AS size FROM pg_database "
         "WHERE datname LIKE 'pgfast\\_%' ORDER BY datname"
     )
     found = []
     for row in rows:
-        name = row["datname"]
+        name, size = row["datname"], row["size"]
         if match := _TEST_DB.fullmatch(name):
             pid = int(match["pid"])
-            found.append(
-                {
-                    "name": name,
-                    "kind": "test",
-                    "size": row["size"],
-                    "created": dt.datetime.fromtimestamp(int(match["created"]), dt.UTC),
-                    "creator": f"pid {pid} on host {match['host']}" if pid else "kept (no owner)",
-                    "running": match["host"] == _host_id() and pid > 0 and _pid_alive(pid),
-                }
-            )
+            created = dt.datetime.fromtimestamp(int(match["created"]), dt.UTC)
+            creator = f"pid {pid} on host {match['host']}" if pid else "kept (no owner)"
+            running = match["host"] == _host_id() and pid > 0 and _pid_alive(pid)
+            found.append(PgfastDatabase(name, "test", size, created, creator, running))
         elif _TEMPLATE_DB.fullmatch(name):
-            kind = "template" if row["datistemplate"] else "template (half-built)"
-            found.append(
-                {
-                    "name": name,
-                    "kind": kind,
-                    "size": row["size"],
-                    "created": None,
-                    "creator": "-",
-                    "running": False,
-                }
+            kind: Literal["template", "template (half-built)"] = (
+                "template" if row["datistemplate"] else "template (half-built)"
             )
+            found.append(PgfastDatabase(name, kind, size, None, "-", False))
     return found
 
 
@@ -2217,6 +2213,7 @@ async def cleanup_test_databases(
     *,
     keep_templates: Iterable[str] = (),
     older_than: float | None = None,
+    only: Iterable[str] | None = None,
     dry_run: bool = False,
 ) -> list[str]:
     """Drop pgfast's test databases and templates (except `keep_templates`); return the names.
@@ -2224,22 +2221,24 @@ async def cleanup_test_databases(
     Test databases of test runs still running on this host are theirs to drop, so they stay,
     and so do all templates while such a run goes on (it may be cloning one; templates do not
     say whose they are). `older_than` (seconds) spares test databases younger than that, and
-    all templates.
+    all templates. `only` limits the drop to those names (e.g. the list a user confirmed after a
+    `dry_run`): what has become ineligible since, such as a template a new run uses, stays.
     """
     keep = set(keep_templates)
     now = time.time()
     chosen = []
     found = await list_test_databases(conn)
-    if any(db["running"] for db in found):
-        keep.update(db["name"] for db in found if db["kind"] != "test")
+    if any(db.running for db in found):
+        keep.update(db.name for db in found if db.kind != "test")
+    allowed = None if only is None else set(only)
     for db in found:
-        if db["running"]:
+        if db.running or (allowed is not None and db.name not in allowed):
             continue
-        if db["kind"] == "test":
-            if older_than is None or now - db["created"].timestamp() >= older_than:
-                chosen.append(db["name"])
-        elif older_than is None and db["name"] not in keep:
-            chosen.append(db["name"])
+        if db.kind == "test":
+            if older_than is None or (db.created and now - db.created.timestamp() >= older_than):
+                chosen.append(db.name)
+        elif older_than is None and db.name not in keep:
+            chosen.append(db.name)
     if not dry_run:
         for name in chosen:
             await _drop_database(conn, name)
@@ -2258,20 +2257,37 @@ async def _sweep_dead_runs(conn: "_Connection", host: str) -> list[str]:
     return dropped
 
 
-def _project_key(root: str | Path | None, migrations: Sequence[Migration]) -> str:
-    """Whose templates these are: the project's root and the directories of its migrations (two
-    suites of one repository with migrations of their own do not replace each other's)."""
-    base = Path(root) if root is not None else Path.cwd()
-    dirs = sorted({str(m.up_path.parent.resolve()) for m in migrations})
-    return _short_hash(json.dumps([str(base.resolve()), *dirs]))
-
-
-async def _drop_stale_templates(conn: "_Connection", project: str, keep: set[str]) -> None:
+async def drop_templates(
+    conn: "_Connection", migrations: Sequence[Migration], *, keep: Iterable[str] = ()
+) -> list[str]:
+    """Drop the templates of the project `migrations` belong to (any version of them), except
+    `keep`; return their names. A template in use by a run of other migrations stays for later."""
+    project = _project_key(migrations)
+    dropped = []
     for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%'"):
         match = _TEMPLATE_DB.fullmatch(name)
         if match and match["project"] == project and name not in keep:
-            with contextlib.suppress(Exception):  # in use by a run of other migrations: next time
+            with contextlib.suppress(Exception):
                 await _drop_database(conn, name)
+                dropped.append(name)
+    return dropped
+
+
+def _template_names(migrations: Sequence[Migration], fixtures: Sequence[SqlFixture]) -> tuple[str, str]:
+    """The names of a project's template and of its template with fixtures loaded."""
+    project = _project_key(migrations)
+    return (
+        f"pgfast_tpl_{project}_{template_hash(migrations)}",
+        f"pgfast_tpl_{project}_{template_hash(migrations, fixtures)}_f",
+    )
+
+
+def _project_key(migrations: Sequence[Migration]) -> str:
+    """Whose templates these are: the directories the migrations live in. Whoever finds the same
+    migrations (the plugin, the CLI, from any directory) names the same templates, and two suites
+    of one repository with migrations of their own do not replace each other's."""
+    dirs = sorted({str(m.up_path.parent.resolve()) for m in migrations})
+    return _short_hash(json.dumps(dirs))
 
 
 async def _drop_database(conn: Any, name: str) -> None:
@@ -2653,8 +2669,8 @@ def _cmd_testdb_list(args: argparse.Namespace) -> int:
             print("no pgfast databases on this server")
         now = dt.datetime.now(dt.UTC)
         for db in databases:
-            age = _format_age((now - db["created"]).total_seconds()) if db["created"] else "-"
-            print(f"{db['name']:<52} {db['kind']:<9} {db['size'] / 2**20:7.1f} MB {age:>6}  {db['creator']}")
+            age = _format_age((now - db.created).total_seconds()) if db.created else "-"
+            print(f"{db.name:<52} {db.kind:<9} {db.size / 2**20:7.1f} MB {age:>6}  {db.creator}")
         return 0
 
     return _run_with_connection(run, _admin_url())
@@ -2662,20 +2678,20 @@ def _cmd_testdb_list(args: argparse.Namespace) -> int:
 
 def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
     url = _admin_url()
-    try:  # the templates of the current migrations and fixtures, as the plugin names them here
+    try:  # the templates of the current migrations and fixtures, as the plugin names them
         migrations = discover_migrations()
-        current = IsolatedDatabases(url, migrations, discover_fixtures(migrations))
-        keep = {current.template, current.fixtures_template}
+        keep = set(_template_names(migrations, discover_fixtures(migrations)))
     except PgfastError:
         keep = set()
 
-    async def cleanup(conn: "_Connection", *, dry_run: bool) -> list[str]:
+    async def cleanup(conn: "_Connection", *, only: list[str] | None, dry_run: bool) -> list[str]:
         return await cleanup_test_databases(
-            conn, keep_templates=keep, older_than=args.older_than, dry_run=dry_run
+            conn, keep_templates=keep, older_than=args.older_than, only=only, dry_run=dry_run
         )
 
+    chosen = None
     if not args.all:
-        chosen = _run_with_connection(functools.partial(cleanup, dry_run=True), url)
+        chosen = _run_with_connection(functools.partial(cleanup, only=None, dry_run=True), url)
         if not chosen:
             print("nothing to clean up")
             return 0
@@ -2689,7 +2705,8 @@ def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
         if input(f"drop these {len(chosen)} database(s)? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing dropped")
             return 1
-    dropped = _run_with_connection(functools.partial(cleanup, dry_run=False), url)
+    # Exactly what was confirmed (less what became ineligible meanwhile), never a list recomputed.
+    dropped = _run_with_connection(functools.partial(cleanup, only=chosen, dry_run=False), url)
     print(f"dropped {len(dropped)} database(s)" if dropped else "nothing to clean up")
     return 0
 

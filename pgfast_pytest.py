@@ -73,9 +73,7 @@ def _pgfast_databases(
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
     prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
-    with pgfast.IsolatedDatabases(
-        pgfast_config.url, migrations, fixtures, project=pytestconfig.rootpath, prewarm=prewarm
-    ) as databases:
+    with pgfast.IsolatedDatabases(pgfast_config.url, migrations, fixtures, prewarm=prewarm) as databases:
         yield databases
 
 

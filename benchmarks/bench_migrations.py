@@ -56,7 +56,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
     times: dict[str, list[float]] = {k: [] for k in ("bare", "up", "noop", "status", "help")}
     subprocess.run([*python, "--help"], env=env, cwd=project, check=True, capture_output=True)  # compile once
-    with pgfast.IsolatedDatabases(URL, [], project="pgfast-bench-migrations") as databases:
+    with pgfast.IsolatedDatabases(URL, []) as databases:
         for _ in range(args.runs):
             for kind in ("bare", "up"):
                 name = asyncio.run(databases.create())

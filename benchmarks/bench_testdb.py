@@ -246,12 +246,14 @@ def drop_templates(url: str, project: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import pgfast
 
-    key = pgfast._project_key(project, pgfast.discover_migrations(root=project))
+    migrations = pgfast.discover_migrations(root=project)
 
     async def drop() -> None:
-        conn = await pgfast._connect(url)
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
         try:
-            await pgfast._drop_stale_templates(conn, key, keep=set())
+            await pgfast.drop_templates(conn, migrations)
         finally:
             await conn.close()
 

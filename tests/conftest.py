@@ -48,7 +48,7 @@ async def _probe(url: str) -> None:
 @pytest.fixture(scope="session")
 def blank_databases(postgres_server: str) -> Iterator[pgfast.IsolatedDatabases]:
     """Databases with nothing in them, for the migration tests (cloned, dropped after)."""
-    with pgfast.IsolatedDatabases(postgres_server, [], project="pgfast-tests-blank") as databases:
+    with pgfast.IsolatedDatabases(postgres_server, []) as databases:
         yield databases
 
 

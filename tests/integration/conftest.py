@@ -33,25 +33,21 @@ def _drop_templates_of_temporary_projects(
         return
     tmp_path: Path = request.getfixturevalue("tmp_path")  # now, so that it outlives this fixture
     yield
-    # Whose templates: a root (the test's folder or one below) and its migrations, all or one
-    # directory of them (a test may build a template from either).
+    # Whose templates: the migrations a test may have built from, all of them or one directory.
     folders = [d for d in tmp_path.rglob("migrations") if d.is_dir()]
-    keys = set()
-    for root in [tmp_path, *tmp_path.glob("*/"), *tmp_path.glob("*/*/")]:
-        for dirs in [None, *([d] for d in folders)]:
-            try:
-                keys.add(pgfast._project_key(root, pgfast.discover_migrations(dirs, root=root)))
-            except pgfast.PgfastError:  # a test's deliberately broken migrations
-                continue
+    projects = []
+    for root, dirs in [(tmp_path, None), *((tmp_path, [d]) for d in folders)]:
+        try:
+            projects.append(pgfast.discover_migrations(dirs, root=root))
+        except pgfast.PgfastError:  # a test's deliberately broken migrations
+            continue
 
     async def drop() -> None:
         conn = await asyncpg.connect(postgres_server)
         try:
-            for (name,) in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%'"
-            ):
-                if name.split("_")[2] in keys:
-                    await pgfast._drop_database(conn, name)
+            for migrations in projects:
+                if migrations:
+                    await pgfast.drop_templates(conn, migrations)
         finally:
             await conn.close()
 

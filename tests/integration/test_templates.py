@@ -1,10 +1,13 @@
 """Templates and test databases: building, reuse, a non-superuser role, cleanup, the CLI."""
 
 import asyncio
+import contextlib
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,7 @@ def project(tmp_path: Path) -> Path:
 
 def test_template_is_marked_complete_and_unconnectable(project: Path, postgres_server: str) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);")
-    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+    with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
         row = sql(
             postgres_server,
             "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = $1",
@@ -70,7 +73,7 @@ def test_a_createdb_role_without_superuser_builds_clones_and_drops(
     scheme, rest = postgres_server.split("://", 1)
     creator = f"{scheme}://pgfast_creator@{rest.split('@', 1)[-1]}"
     migrations = write_migrations(project, "CREATE TABLE a (id int);", "CREATE INDEX ON a (id);")
-    with pgfast.IsolatedDatabases(creator, migrations, project=project, prewarm=1) as databases:
+    with pgfast.IsolatedDatabases(creator, migrations, prewarm=1) as databases:
         owner = sql(
             postgres_server,
             "SELECT pg_get_userbyid(datdba) AS o, datistemplate FROM pg_database WHERE datname = $1",
@@ -86,9 +89,9 @@ def test_a_createdb_role_without_superuser_builds_clones_and_drops(
 
 def test_half_built_template_is_rebuilt(project: Path, postgres_server: str) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);")
-    template = pgfast.IsolatedDatabases(postgres_server, migrations, project=project).template
+    template = pgfast.IsolatedDatabases(postgres_server, migrations).template
     sql(postgres_server, f'CREATE DATABASE "{template}"')  # as a run killed mid-build leaves it
-    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+    with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
         name = asyncio.run(databases.create())
         assert sql(databases.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
 
@@ -97,15 +100,15 @@ def test_unchanged_migrations_reuse_the_template_and_changed_ones_replace_it(
     project: Path, postgres_server: str
 ) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);")
-    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as first:
+    with pgfast.IsolatedDatabases(postgres_server, migrations) as first:
         oid = sql(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", first.template)[0]["oid"]
-    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as again:
+    with pgfast.IsolatedDatabases(postgres_server, migrations) as again:
         assert (
             sql(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", again.template)[0]["oid"]
             == oid
         )
     changed = write_migrations(project, "CREATE TABLE a (id bigint);")
-    with pgfast.IsolatedDatabases(postgres_server, changed, project=project) as newer:
+    with pgfast.IsolatedDatabases(postgres_server, changed) as newer:
         assert newer.template != first.template
         assert databases_named(postgres_server, first.template) == []
         assert databases_named(postgres_server, newer.template) == [newer.template]
@@ -120,7 +123,7 @@ def test_concurrent_starts_build_one_template(project: Path, postgres_server: st
 
     def worker() -> None:
         try:
-            with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+            with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
                 name = asyncio.run(databases.create())
                 results.append(sql(databases.url(name), "SELECT count(*) AS n FROM runs")[0]["n"])
         except BaseException as exc:
@@ -138,7 +141,7 @@ def test_failing_migration_fails_the_build_and_leaves_no_template(
     project: Path, postgres_server: str
 ) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);", "SELEC broken;")
-    databases = pgfast.IsolatedDatabases(postgres_server, migrations, project=project)
+    databases = pgfast.IsolatedDatabases(postgres_server, migrations)
     with pytest.raises(
         pgfast.MigrationFailedError, match=r"applying 2_m2 failed at .*2_m2_up.sql:1: PostgresSyntaxError"
     ):
@@ -258,13 +261,71 @@ def test_cli_cleanup_keeps_the_templates_the_plugin_uses_here(project: Path, own
     (project / "app" / "fixtures" / "1_a_fixture.sql").write_text("INSERT INTO a VALUES (1);")
     fixtures = pgfast.discover_fixtures(migrations, root=project)
     # as the plugin builds them: the pytest root directory is the project
-    with pgfast.IsolatedDatabases(postgres_server, migrations, fixtures, project=project) as current:
+    with pgfast.IsolatedDatabases(postgres_server, migrations, fixtures) as current:
         asyncio.run(current.create(fixtures=True))
     made = [current.template, current.fixtures_template]
     assert [databases_named(postgres_server, name) for name in made] == [[name] for name in made]
     result = cli(project, postgres_server, "cleanup", "--all")
     assert result.returncode == 0, result.stderr
     assert [databases_named(postgres_server, name) for name in made] == [[name] for name in made]
+
+
+def test_cli_cleanup_from_elsewhere_keeps_the_templates_of_the_migrations_it_is_given(
+    project: Path, own_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # 0.9.0 keyed the CLI's templates by the current directory, the plugin's by pytest's root:
+    # run from another directory, cleanup took the plugin's current template for a stale one.
+    migrations = write_migrations(project / "app", "CREATE TABLE a (id int);")
+    with pgfast.IsolatedDatabases(own_server, migrations) as current:
+        pass
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
+    env |= {"TEST_DATABASE_URL": own_server, "PGFAST_MIGRATIONS_DIRS": str(project / "app" / "migrations")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pgfast", "test-db", "cleanup", "--all"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert databases_named(own_server, current.template) == [current.template]
+
+
+def test_cli_cleanup_drops_exactly_the_databases_the_user_confirmed(project: Path, own_server: str) -> None:
+    import pty
+
+    write_migrations(project, "CREATE TABLE a (id int);")
+    confirmed = cli(project, own_server, "create").stdout.split()[1]
+    primary, secondary = pty.openpty()  # cleanup asks only on a terminal
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
+    env["TEST_DATABASE_URL"] = own_server
+    asking = subprocess.Popen(
+        [sys.executable, "-m", "pgfast", "test-db", "cleanup"],
+        cwd=project,
+        env=env,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    shown = b""
+    while b"[y/N]" not in shown:
+        assert select.select([primary], [], [], 60)[0], f"no prompt: {shown!r}"
+        shown += os.read(primary, 4096)
+    assert confirmed.encode() in shown
+    host = confirmed.split("_")[2]
+    arrived_meanwhile = f"pgfast_test_{host}_0_{int(time.time())}_999999"  # as `test-db create` names
+    sql(own_server, f'CREATE DATABASE "{arrived_meanwhile}"')
+    os.write(primary, b"y\n")
+    assert asking.wait(timeout=120) == 0
+    with contextlib.suppress(OSError):
+        shown += os.read(primary, 4096)
+    os.close(primary)
+    assert b"dropped 1 database(s)" in shown
+    assert databases_named(own_server, confirmed) == []
+    assert databases_named(own_server, arrived_meanwhile) == [arrived_meanwhile]
 
 
 def test_cleanup_spares_running_runs_databases_and_every_template_meanwhile(
@@ -279,7 +340,7 @@ def test_cleanup_spares_running_runs_databases_and_every_template_meanwhile(
         finally:
             await conn.close()
 
-    with pgfast.IsolatedDatabases(postgres_server, migrations, project=project) as databases:
+    with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
         name = asyncio.run(databases.create())  # this process is alive: its run is going on
         during = asyncio.run(chosen())
         assert name not in during and databases.template not in during
@@ -308,8 +369,8 @@ def test_two_suites_of_one_project_with_other_migrations_both_keep_working(
     first = write_migrations(project / "a", "CREATE TABLE a (id int);")
     second = write_migrations(project / "b", "CREATE TABLE b (id int);")
     with (
-        pgfast.IsolatedDatabases(postgres_server, first, project=project) as one,
-        pgfast.IsolatedDatabases(postgres_server, second, project=project) as two,
+        pgfast.IsolatedDatabases(postgres_server, first) as one,
+        pgfast.IsolatedDatabases(postgres_server, second) as two,
     ):
         # templates are per project root and migration directories: neither is the other's stale one
         assert one.template != two.template
