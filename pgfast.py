@@ -1609,41 +1609,33 @@ class IsolatedDatabases:
         prewarm: int | None = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
-        _check_url(admin_url, "TEST_DATABASE_URL")
+        _check_url(admin_url, "admin_url")
         self.admin_url = admin_url
         self.migrations = order_migrations(migrations)
         self.fixtures = tuple(fixtures)
         self.lock_timeout = lock_timeout
         self.prewarm = prewarm
-        self._depth = prewarm or 0  # how many clones to keep ready, once the server is known
         # Templates are per project, so projects sharing a server keep theirs; a project's
         # template of older migrations is stale and gets dropped.
         self.template, self.fixtures_template = _template_names(self.migrations, self.fixtures)
+        self._plain = _Template(self.template, wanted=True)
+        self._with_fixtures = _Template(self.fixtures_template, source=self._plain)
+        self._depth = prewarm or 0  # how many clones to keep ready, once the server is known
         self._host = _host_id()
-        self._live: set[str] = set()
-        self._built: set[str] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: _LoopThread | None = None
         self._admin: asyncpg.Pool | None = None
         self._strategy = ""
-        self._ready: dict[bool, list[str]] = {False: [], True: []}  # by "with fixtures"
-        self._filling = {False: 0, True: 0}
-        self._wanted = {False}  # kinds handed out so far: only those are prepared ahead
-        self._background: set[asyncio.Future[Any]] = set()
-        self._closing = False
-        self._released: list[str] = []  # appended from any thread, taken on the loop
+        self._live: set[str] = set()  # every database made and not yet dropped
+        self._background: set[asyncio.Future[Any]] = set()  # clones and drops under way
+        self._released: list[str] = []  # appended from any thread, taken on the worker's loop
         self._shared: str | None = None
+        self._closing = False
 
     def start(self) -> "IsolatedDatabases":
         """Start the background loop, sweep dead runs' databases, build or reuse the template."""
-        import asyncio
-        import threading
-
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="pgfast-databases", daemon=True)
-        self._thread.start()
-        self._loop = loop
+        self._worker = _LoopThread("pgfast-databases")
         try:
-            self._run(self._start())
+            self._worker.run(self._start())
         except BaseException:
             self.close()
             raise
@@ -1651,17 +1643,9 @@ class IsolatedDatabases:
 
     def close(self) -> None:
         """Drop every database still alive, close the admin pool and stop the loop."""
-        import asyncio
-
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=60)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join()
-            loop.close()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(self._close())
 
     def __enter__(self) -> "IsolatedDatabases":
         return self.start()
@@ -1674,11 +1658,11 @@ class IsolatedDatabases:
 
         `keep=True` gives it no owner process, so sweeps leave it for `pgfast test-db cleanup`.
         """
-        return await self._call(self._create(fixtures, keep))
+        return await self._started().call(self._create(self._kind(fixtures), keep))
 
     async def drop(self, name: str) -> None:
         """Drop a database this object created, terminating any connection left on it."""
-        await self._call(self._drop(name))
+        await self._started().call(self._drop(name))
 
     def release(self, name: str) -> None:
         """Hand a database back: the next `refill()` drops it in the background, or `close()`."""
@@ -1690,37 +1674,29 @@ class IsolatedDatabases:
         Call it when the caller turns to other work, as the pytest plugin does once a test's
         database is connected: on two cores, cloning while a test connects slows the connect.
         """
-        if self._loop is None:
-            raise PgfastError("IsolatedDatabases is not started; call start() first")
-        self._loop.call_soon_threadsafe(self._refill_all)
+        self._started().soon(self._refill)
 
     async def shared(self) -> str:
         """One database for the whole session (for tests that always roll back)."""
-        return await self._call(self._get_shared())
+        return await self._started().call(self._get_shared())
 
     async def keep(self, name: str) -> str:
         """Rename a test database so no sweep drops it; returns the new name."""
-        return await self._call(self._keep(name))
+        return await self._started().call(self._keep(name))
 
     def url(self, name: str) -> str:
         """The admin URL pointed at database `name` (password and options kept)."""
         return database_url(self.admin_url, name)
 
-    # The coroutines below run on the background loop only.
+    def _started(self) -> "_LoopThread":
+        if self._worker is None:
+            raise PgfastError("IsolatedDatabases is not started; call start() (or use it in a with block)")
+        return self._worker
 
-    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        import asyncio
+    def _kind(self, fixtures: bool) -> "_Template":
+        return self._with_fixtures if fixtures else self._plain
 
-        if self._loop is None:
-            raise PgfastError("IsolatedDatabases is not started; call start() first")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        import asyncio
-
-        if self._loop is None:
-            raise PgfastError("IsolatedDatabases is not started; call start() first")
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+    # The coroutines below run on the worker's loop only.
 
     async def _start(self) -> None:
         import asyncpg
@@ -1735,9 +1711,9 @@ class IsolatedDatabases:
         # FILE_COPY skips WAL but checkpoints twice: cheaper only when fsync is off.
         if version >= 150000:
             self._strategy = " STRATEGY FILE_COPY" if fsync == "off" else " STRATEGY WAL_LOG"
-        # Measured on 100 trivial tests: with fsync off, more clones ahead or more of them at a
-        # time only compete for the CPU; on a durable server, where a clone and a drop take
-        # 100-400 ms, 6 ahead ran 1.3x faster than 2, and 4 at a time 1.15x faster than 2.
+        # With fsync off, more clones ahead or more at a time only compete for the CPU; on a
+        # durable server, where a clone and a drop take 100-400 ms, they pay (README, "How it
+        # works", has the measurements).
         if self.prewarm is None:
             self._depth = 2 if fsync == "off" else 6
         try:
@@ -1750,8 +1726,8 @@ class IsolatedDatabases:
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _unavailable(self.admin_url, exc, "") from exc
-        await self._ensure_template(fixtures=False)
-        self._refill_all()
+        await self._ensure(self._plain)
+        self._refill()
 
     async def _close(self) -> None:
         import asyncio
@@ -1766,38 +1742,37 @@ class IsolatedDatabases:
                 await self._drop(name)
         await close_pool(self._admin, timeout=5)
 
-    async def _create(self, fixtures: bool, keep: bool) -> str:
+    async def _create(self, kind: "_Template", keep: bool) -> str:
         import asyncio
 
         if self._closing:
             raise PgfastError("IsolatedDatabases is closing; no new databases")
         if keep:
-            return await self._clone(fixtures, keep=True)
-        self._wanted.add(fixtures)
-        ready = self._ready[fixtures]
-        if ready:
-            return ready.pop(0)
+            return await self._clone(kind, keep=True)
+        kind.wanted = True
+        if kind.ready:
+            return kind.ready.pop(0)
         # A background task too: close() waits for it, and a caller cancelled meanwhile (a test
         # that timed out) leaves it to finish, still tracked, rather than half-way through CREATE.
-        return await asyncio.shield(self._spawn(self._clone(fixtures, keep=False)))
+        return await asyncio.shield(self._spawn(self._clone(kind, keep=False)))
 
-    def _refill_all(self) -> None:
+    def _refill(self) -> None:
         if self._closing:
             return
         while self._released:
             self._spawn(self._drop(self._released.pop()))
-        for fixtures in self._wanted:
-            while len(self._ready[fixtures]) + self._filling[fixtures] < self._depth:
-                self._filling[fixtures] += 1
-                self._spawn(self._fill(fixtures))
+        for kind in (self._plain, self._with_fixtures):
+            while kind.wanted and len(kind.ready) + kind.filling < self._depth:
+                kind.filling += 1
+                self._spawn(self._fill(kind))
 
-    async def _fill(self, fixtures: bool) -> None:
+    async def _fill(self, kind: "_Template") -> None:
         try:
-            self._ready[fixtures].append(await self._clone(fixtures, keep=False))
+            kind.ready.append(await self._clone(kind, keep=False))
         except Exception as exc:  # the next create() clones in the foreground and raises
             logger.warning("pgfast: preparing a test database in the background failed: %s", exc)
         finally:
-            self._filling[fixtures] -= 1
+            kind.filling -= 1
 
     def _spawn(self, coro: Coroutine[Any, Any, _T]) -> "asyncio.Future[_T]":
         import asyncio
@@ -1809,20 +1784,19 @@ class IsolatedDatabases:
 
     async def _get_shared(self) -> str:
         if self._shared is None:
-            self._shared = await self._clone(False, keep=False)
+            self._shared = await self._clone(self._plain, keep=False)
         return self._shared
 
-    async def _clone(self, fixtures: bool, *, keep: bool) -> str:
+    async def _clone(self, kind: "_Template", *, keep: bool) -> str:
         import asyncpg
 
         assert self._admin is not None
         for attempt in (1, 2, 3):
             name = _test_database_name(self._host, 0 if keep else os.getpid())
             self._live.add(name)
-            template = ""
             try:
-                template = await self._ensure_template(fixtures=fixtures)
-                source = f"TEMPLATE {_quote_ident(template)}{self._strategy}"
+                await self._ensure(kind)
+                source = f"TEMPLATE {_quote_ident(kind.name)}{self._strategy}"
                 await self._admin.execute(f"CREATE DATABASE {_quote_ident(name)} {source}")
                 break
             except asyncpg.PostgresError as exc:
@@ -1835,7 +1809,7 @@ class IsolatedDatabases:
                     raise
                 # The template was replaced by a run of this project with other migrations
                 # (build anew), or the name was taken after all (take another).
-                self._built.discard(template)
+                kind.built = False
         if keep:
             self._live.discard(name)
         return name
@@ -1859,36 +1833,33 @@ class IsolatedDatabases:
         self._live.discard(name)
         return kept
 
-    async def _ensure_template(self, *, fixtures: bool) -> str:
-        name = self.fixtures_template if fixtures else self.template
-        if name in self._built:
-            return name
-        if fixtures:
-            await self._ensure_template(fixtures=False)
+    async def _ensure(self, kind: "_Template") -> None:
+        """Build `kind`'s template unless a finished one exists (another process may build it)."""
+        if kind.built:
+            return
+        if kind.source is not None:
+            await self._ensure(kind.source)
         assert self._admin is not None
         async with (
             self._admin.acquire() as conn,
             _advisory_lock(conn, TEMPLATE_LOCK_KEY, self.lock_timeout, "test template build"),
         ):
-            done = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name)
+            done = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", kind.name)
             if not done:
-                await self._build_template(conn, name, fixtures, half_built=done is not None)
+                await self._build(conn, kind, half_built=done is not None)
                 # New migrations made this template; the project's older ones are stale now.
                 await drop_templates(conn, self.migrations, keep={self.template, self.fixtures_template})
-        self._built.add(name)
-        return name
+        kind.built = True
 
-    async def _build_template(
-        self, admin: "_Connection", name: str, fixtures: bool, *, half_built: bool
-    ) -> None:
+    async def _build(self, admin: "_Connection", kind: "_Template", *, half_built: bool) -> None:
         if half_built:  # a run died while building it
-            await _drop_database(admin, name)
-        source = f" TEMPLATE {_quote_ident(self.template)}" if fixtures else ""
-        await admin.execute(f"CREATE DATABASE {_quote_ident(name)}{source}")
+            await _drop_database(admin, kind.name)
+        source = f" TEMPLATE {_quote_ident(kind.source.name)}" if kind.source else ""
+        await admin.execute(f"CREATE DATABASE {_quote_ident(kind.name)}{source}")
         try:
-            conn = await _connect(self.url(name), application_name="pgfast template")
+            conn = await _connect(self.url(kind.name), application_name="pgfast template")
             try:
-                if fixtures:
+                if kind.source is not None:
                     await load_fixtures(conn, self.fixtures)
                 elif self.migrations:
                     await apply_migrations(conn, self.migrations, lock_timeout=self.lock_timeout)
@@ -1896,12 +1867,62 @@ class IsolatedDatabases:
                 await conn.close()
             # Marking it a template that accepts no connections is what makes it complete.
             await admin.execute(
-                f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+                f"ALTER DATABASE {_quote_ident(kind.name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
             )
         except BaseException:
             with contextlib.suppress(Exception):
-                await _drop_database(admin, name)
+                await _drop_database(admin, kind.name)
             raise
+
+
+@dataclasses.dataclass(eq=False)
+class _Template:
+    """A template database (the migrated schema, or that with every fixture loaded) and the
+    clones of it kept ready."""
+
+    name: str
+    source: "_Template | None" = None  # the template this one is cloned from and filled
+    wanted: bool = False  # handed out at least once: only then are clones prepared ahead
+    built: bool = False  # known to exist complete on the server
+    ready: list[str] = dataclasses.field(default_factory=list)
+    filling: int = 0  # clones being made for `ready`
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, for work that must outlive every test's event loop
+    (the admin pool, clones made ahead); coroutines are handed to it from any thread or loop."""
+
+    def __init__(self, name: str) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        """Run `coro` on the thread's loop and wait for it (from synchronous code)."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run `coro` on the thread's loop and await it (from another event loop)."""
+        import asyncio
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def soon(self, callback: Callable[[], None]) -> None:
+        self.loop.call_soon_threadsafe(callback)
+
+    def stop(self, last: Coroutine[Any, Any, None]) -> None:
+        """Run `last` (at most 60 s), then stop the loop and the thread."""
+        try:
+            self.run(last, timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            self.loop.close()
 
 
 class EmbeddedPostgres:
