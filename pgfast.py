@@ -2507,7 +2507,16 @@ def _build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_LOCK_TIMEOUT:g})",
     )
 
-    up = commands.add_parser("up", parents=[timeouts], help="apply pending migrations")
+    scope = argparse.ArgumentParser(add_help=False)
+    scope.add_argument(
+        "--root",
+        metavar="DIR",
+        help="look for directories named migrations under DIR (default: the project root, the nearest "
+        "directory up from here holding pyproject.toml, setup.py, setup.cfg or .git, else here; "
+        "PGFAST_MIGRATIONS_DIRS, when set, lists the directories instead)",
+    )
+
+    up = commands.add_parser("up", parents=[timeouts, scope], help="apply pending migrations")
     up.add_argument(
         "--target",
         type=_version,
@@ -2517,7 +2526,9 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
     up.set_defaults(handler=_cmd_up)
 
-    down = commands.add_parser("down", parents=[timeouts], help="roll back applied migrations, newest first")
+    down = commands.add_parser(
+        "down", parents=[timeouts, scope], help="roll back applied migrations, newest first"
+    )
     which = down.add_mutually_exclusive_group()
     which.add_argument(
         "--steps", type=_version, metavar="N", help="roll back the last N applied (default: 1)"
@@ -2530,15 +2541,23 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     down.set_defaults(handler=_cmd_down)
 
-    status = commands.add_parser("status", help="list migrations: applied, pending, modified, missing")
+    status = commands.add_parser(
+        "status",
+        parents=[scope],
+        help="list migrations: applied, pending, modified, missing",
+        epilog="Exit codes: 0 all good (applied or pending), 1 a problem found (a changed or vanished "
+        "applied file, a missing dependency, a cycle) or an error, 2 usage error.",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_cmd_status)
 
-    deps = commands.add_parser("deps", help="print the apply order and dependencies (no database needed)")
+    deps = commands.add_parser(
+        "deps", parents=[scope], help="print the apply order and dependencies (no database needed)"
+    )
     deps.set_defaults(handler=_cmd_deps)
 
     verify = commands.add_parser(
-        "verify", help="check applied migrations against their files; exit 1 on mismatch"
+        "verify", parents=[scope], help="check applied migrations against their files; exit 1 on mismatch"
     )
     verify.set_defaults(handler=_cmd_verify)
 
@@ -2646,8 +2665,34 @@ def _progress(verb: str) -> Callable[[Migration, float], None]:
     return report
 
 
+def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
+    """discover_migrations, saying on stderr where it looked; finding no directory is an error."""
+    env_dirs = _dirs_from_env("PGFAST_MIGRATIONS_DIRS")
+    if env_dirs and args.root is None:
+        print(f"pgfast: migrations from PGFAST_MIGRATIONS_DIRS: {', '.join(env_dirs)}", file=sys.stderr)
+        return discover_migrations(env_dirs)
+    root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
+    if not root.is_dir():
+        raise ConfigError(f"--root {args.root!r} is not a directory; pass your project's directory")
+    dirs, projects = _search_named_dirs(root, "migrations")
+    if not dirs:
+        others = ""
+        if projects:
+            names = ", ".join(os.path.relpath(p, root) for p in projects)
+            others = f" (projects of their own below it are not searched: {names}; pick one with --root)"
+        raise ConfigError(
+            f"no directory named 'migrations' under {root}{others}; run pgfast from your project root "
+            "(a directory holding pyproject.toml, setup.py, setup.cfg or .git), pass --root DIR, "
+            "or set PGFAST_MIGRATIONS_DIRS"
+        )
+    found = ", ".join(os.path.relpath(d, root) for d in dirs[:3])
+    more = f" and {len(dirs) - 3} more" if len(dirs) > 3 else ""
+    print(f"pgfast: looked under {root}: migrations in {found}{more}", file=sys.stderr)
+    return discover_migrations(dirs)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         started = time.perf_counter()
@@ -2673,7 +2718,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         done = await rollback_migrations(
@@ -2696,15 +2741,21 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
+    try:
+        order_migrations(migrations)
+        order_problem = ""
+    except DependencyError as exc:  # still show the table; the exit code tells
+        order_problem = str(exc)
 
     async def run(conn: "_Connection") -> int:
         statuses = await migration_status(conn, migrations)
+        code = _status_exit_code(statuses, order_problem)
         if args.json:
             print(json.dumps({"migrations": [s.as_json() for s in statuses]}, indent=2))
-            return 0
+            return code
         if not statuses:
-            print("no migrations found (looked for directories named 'migrations'; see pgfast schema create)")
+            print("no migrations in those directories (pgfast schema create writes one)")
         for s in statuses:
             applied_at = s.applied_at.isoformat(sep=" ", timespec="seconds") if s.applied_at else ""
             print(f"{s.version:<16} {s.state:<9} {s.name:<40} {applied_at}".rstrip())
@@ -2713,13 +2764,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
             for state in ("applied", "pending", "modified", "missing")
         }
         print(", ".join(f"{n} {state}" for state, n in counts.items()))
-        return 0
+        return code
 
     return _run_with_connection(run)
 
 
+_PROBLEM_STATES: Final = ("modified", "missing")  # the states `schema status` exits 1 for
+
+
+def _status_exit_code(statuses: Sequence[MigrationStatus], order_problem: str) -> int:
+    """1 and a line on stderr per kind of problem (changed files, missing dependency, cycle), else 0."""
+    problems = [s for s in statuses if s.state in _PROBLEM_STATES]
+    if problems:
+        print(f"pgfast: problem: {_describe_problems(problems)}", file=sys.stderr)
+    if order_problem:
+        print(f"pgfast: problem: {order_problem}", file=sys.stderr)
+    return 1 if problems or order_problem else 0
+
+
 def _cmd_deps(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
     by_version = {m.version: m for m in migrations}
     for m in order_migrations(migrations):
         needs = ", ".join(by_version[d].label for d in m.depends_on)
@@ -2728,7 +2792,7 @@ def _cmd_deps(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         problems = await verify_migrations(conn, migrations)
