@@ -134,12 +134,21 @@ _FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fix
 _MIGRATION_NAME: Final = re.compile(r"[a-z0-9_]+")
 _DEPENDS_ON: Final = re.compile(r"--\s*depends_on\s*:(?P<versions>.*)", re.IGNORECASE)
 _NO_TRANSACTION: Final = re.compile(r"--\s*pgfast\s*:\s*no-transaction\s*$", re.IGNORECASE)
+# A header comment meant as a directive (`-- depends on: 1`, `-- pgfast: notransaction`).
+_DIRECTIVE_LIKE: Final = re.compile(r"--\s*(?:depend[\w ]*?|pgfast)\s*:", re.IGNORECASE)
+# A file name that was probably meant as a migration or fixture (matched lower-cased).
+_NEAR_MISS: Final = re.compile(
+    r"(?P<version>[0-9]+)[._-]?(?P<name>.*?)(?:[._-](?P<suffix>up|down|fixture)[a-z]*)?\.(?P<ext>sql|py)"
+)
+_MAX_VERSION: Final = 2**63 - 1  # the ledger's bigint
 _CUSTOM_SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _BUILTIN_SETTING: Final = re.compile(r"[a-z_][a-z0-9_]*")
 _DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _WORD: Final = re.compile(r"[^\W\d][\w$]*")  # a keyword or unquoted identifier
 # Directories that auto-discovery never walks into (besides hidden ones and virtualenvs).
-_PRUNED_DIRS: Final = frozenset({"site-packages", "node_modules", "__pycache__"})
+_PRUNED_DIRS: Final = frozenset({"site-packages", "dist-packages", "node_modules", "__pycache__"})
+_BUILD_DIRS: Final = frozenset({"build", "dist"})  # pruned directly under the search root only
+_PROJECT_MARKERS: Final = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 logger: Final = logging.getLogger("pgfast")
 _T = TypeVar("_T")
@@ -164,11 +173,13 @@ class MigrationError(PgfastError):
 
 
 class MigrationFileError(MigrationError, ValueError):
-    """A migration or fixture file is misnamed, duplicated or lacks its counterpart."""
+    """A migration or fixture file is misnamed, duplicated, unreadable or has a bad header
+    (`line`, 1-based, when one line is at fault)."""
 
-    def __init__(self, message: str, paths: Sequence[Path] = ()) -> None:
+    def __init__(self, message: str, paths: Sequence[Path] = (), *, line: int | None = None) -> None:
         super().__init__(message)
         self.paths = tuple(paths)
+        self.line = line
 
 
 class DependencyError(MigrationError, ValueError):
@@ -755,6 +766,7 @@ class Migration:
     checksum: str
     depends_on: tuple[int, ...] = ()
     no_transaction: bool = False
+    down_no_transaction: bool = False  # the down file's header, read at discovery
 
     @property
     def label(self) -> str:
@@ -788,23 +800,17 @@ def discover_migrations(
     """Find and parse every migration, sorted by version.
 
     `dirs` (e.g. `config.migrations_dirs`) wins; else `PGFAST_MIGRATIONS_DIRS`; else every
-    directory named `migrations` under `root` (default: the current directory). Misnamed
-    files, down files without an up file and duplicate versions are errors naming the files.
+    directory named `migrations` under `root` (default: the project root, see `_project_root`).
+    Every `.sql`/`.py` file in them must be a migration: misnamed files, bad headers, down
+    files without an up file and duplicate versions are errors naming the files.
     """
     ups: dict[int, Path] = {}
     downs: dict[int, Path] = {}
     for path in _sql_files(dirs, "migrations", root):
-        if not path.name.endswith(("_up.sql", "_down.sql")):
-            continue
         match = _MIGRATION_FILE.fullmatch(path.name)
-        if not match or int(match["version"]) == 0:
-            raise MigrationFileError(
-                f"{path}: cannot parse this migration file name; name it VERSION_NAME_up.sql or "
-                "VERSION_NAME_down.sql with VERSION a positive integer and NAME of [a-z0-9_], "
-                "e.g. 20250101120000_create_users_up.sql",
-                [path],
-            )
-        version = int(match["version"])
+        if not match:
+            raise _misnamed(path, "migration", ("up", "down"))
+        version = _file_version(path, match, "migration")
         found = ups if match["kind"] == "up" else downs
         if version in found:
             raise MigrationFileError(
@@ -834,29 +840,58 @@ def discover_migrations(
     return migrations
 
 
+def _misnamed(path: Path, kind: str, suffixes: tuple[str, ...]) -> MigrationFileError:
+    """The error for a .sql/.py file in a migrations or fixtures directory that is not one."""
+    pattern = " or ".join(f"VERSION_NAME_{s}.sql" for s in suffixes)
+    guess = _NEAR_MISS.fullmatch(path.name.lower())
+    version, name = (
+        (guess["version"], re.sub(r"[^a-z0-9_]+", "_", guess["name"]).strip("_")) if guess else ("", "")
+    )
+    if guess and guess["ext"] == "py" and guess["suffix"] in suffixes:
+        sql_name = f"{version}_{name}_{guess['suffix']}.sql"
+        return MigrationFileError(
+            f"{path}: Python {kind}s are not supported yet; write it as SQL in {sql_name}", [path]
+        )
+    if guess and guess["ext"] == "sql" and int(version) > 0 and name:
+        suffix = guess["suffix"] if guess["suffix"] in suffixes else suffixes[0]
+        expected = f"{version}_{name}_{suffix}.sql"
+        fix = f"rename it to {expected}"
+        if not guess["suffix"] and suffixes[0] == "up":  # dbmate keeps both directions in one file
+            fix += f" (a dbmate file: move its '-- migrate:down' section into {version}_{name}_down.sql)"
+    else:
+        fix = f"rename it to {pattern}"
+        if path.suffix.lower() == ".py":  # e.g. Django's migrations/0001_initial.py
+            setting = f"{kind}s_dirs / PGFAST_{kind.upper()}S_DIRS"
+            fix += f", or if the directory belongs to another tool, list pgfast's own in {setting}"
+    return MigrationFileError(
+        f"{path}: cannot parse this {kind} file name; {fix} "
+        f"({pattern}: VERSION a positive integer, NAME of a-z, 0-9 and _)",
+        [path],
+    )
+
+
+def _file_version(path: Path, match: re.Match[str], kind: str) -> int:
+    version = int(match["version"])
+    if not 0 < version <= _MAX_VERSION:
+        raise MigrationFileError(
+            f"{path}: cannot parse this {kind} file name; version {match['version']} is out of range: "
+            f"use 1 to {_MAX_VERSION} "
+            "(the ledger stores a bigint), e.g. the UTC time YYYYMMDDHHMMSS",
+            [path],
+        )
+    return version
+
+
 def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
     sql = _read_sql(up)
-    depends_on: list[int] = []
-    no_transaction = False
-    for line in sql.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if not line.startswith("--"):
-            break  # the header is the leading block of comments
-        if match := _DEPENDS_ON.match(line):
-            for item in re.split(r"[\s,]+", match["versions"].strip()):
-                if not item:
-                    continue
-                if not item.isdigit():
-                    raise MigrationFileError(
-                        f"{up}: depends_on lists {item!r}, which is not a version number; "
-                        "write e.g. '-- depends_on: 20250101000000, 20250102000000'",
-                        [up],
-                    )
-                depends_on.append(int(item))
-        elif _NO_TRANSACTION.match(line):
-            no_transaction = True
+    depends_on, no_transaction = _parse_header(up, sql)
+    down_no_transaction = False
+    if down is not None:
+        down_depends_on, down_no_transaction = _parse_header(down, _read_sql(down))
+        if down_depends_on:
+            raise MigrationFileError(
+                f"{down}: depends_on belongs in the up file's header; move it to {up.name}", [down, up]
+            )
     name = _MIGRATION_FILE.fullmatch(up.name)["name"]  # type: ignore[index]
     return Migration(
         version=version,
@@ -865,9 +900,63 @@ def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
         down_path=down,
         sql=sql,
         checksum=_checksum(sql),
-        depends_on=tuple(sorted(set(depends_on))),
+        depends_on=depends_on,
         no_transaction=no_transaction,
+        down_no_transaction=down_no_transaction,
     )
+
+
+def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
+    """`-- depends_on:` versions and `-- pgfast: no-transaction` from the leading comments.
+
+    A comment that looks like a directive but does not parse, or a directive after the first
+    statement, is an error: silently ignoring it would apply a migration in the wrong order or
+    in a transaction it cannot run in.
+    """
+    depends_on: set[int] = set()
+    no_transaction = False
+    in_header = True
+    for number, line in enumerate(sql.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            in_header = False  # the header is the leading block of comments
+            continue
+        if not _DIRECTIVE_LIKE.match(line):
+            continue
+        where = f"{path}:{number}"
+        if not in_header:
+            raise MigrationFileError(
+                f"{where}: {line!r} comes after the first statement, where pgfast does not read it; "
+                "move it into the header at the top of the file",
+                [path],
+                line=number,
+            )
+        if match := _DEPENDS_ON.match(line):
+            for item in re.split(r"[\s,]+", match["versions"].strip()):
+                if not item:
+                    continue
+                if not item.isdigit():
+                    raise MigrationFileError(
+                        f"{where}: depends_on lists {item!r}, which is not a version number; "
+                        "write e.g. '-- depends_on: 20250101000000, 20250102000000'",
+                        [path],
+                        line=number,
+                    )
+                depends_on.add(int(item))
+        elif _NO_TRANSACTION.match(line):
+            no_transaction = True
+        else:
+            right = (
+                "-- pgfast: no-transaction"
+                if line[2:].strip().lower().startswith("pgfast")
+                else "-- depends_on: VERSION, ..."
+            )
+            raise MigrationFileError(
+                f"{where}: cannot parse the directive {line!r}; write {right!r}", [path], line=number
+            )
+    return tuple(sorted(depends_on)), no_transaction
 
 
 def _read_sql(path: Path) -> str:
@@ -875,6 +964,10 @@ def _read_sql(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MigrationFileError(f"{path}: not valid UTF-8 ({exc}); save it as UTF-8", [path]) from exc
+    except OSError as exc:
+        raise MigrationFileError(
+            f"{path}: cannot read it ({exc.strerror}); fix its permissions", [path]
+        ) from exc
 
 
 def _checksum(sql: str) -> str:
@@ -892,51 +985,111 @@ def _legacy_checksum(migration: Migration) -> str:
 
 
 def _sql_files(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path | None) -> list[Path]:
-    """Every .sql file under the configured (or discovered) directories, sorted, without repeats."""
+    """Every .sql/.py file (any letter case) under the configured or discovered directories,
+    sorted, without repeats. Symlinked directories are followed, each real directory once."""
+    seen: dict[str, Path] = {}
+    visited: set[str] = set()
+    for base in _base_dirs(dirs, dirname, root):
+        visited.add(os.path.realpath(base))
+        for folder, subdirs, files in os.walk(base, onerror=_unreadable_dir, followlinks=True):
+            keep = []
+            for name in sorted(subdirs):
+                real = os.path.realpath(os.path.join(folder, name))
+                if not _is_pruned(name) and real not in visited:  # a loop leads back to a visited one
+                    visited.add(real)
+                    keep.append(name)
+            subdirs[:] = keep
+            for file in files:
+                path = Path(folder, file)
+                if os.path.islink(path) and not os.path.exists(path):
+                    raise MigrationFileError(
+                        f"{path}: broken symbolic link (its target {os.readlink(path)!r} is missing or "
+                        "loops); point it at an existing file or directory, or delete it",
+                        [path],
+                    )
+                if file.lower().endswith((".sql", ".py")) and file != "__init__.py":
+                    seen.setdefault(os.path.realpath(path), path)
+    return sorted(seen.values())
+
+
+def _base_dirs(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path | None) -> list[Path]:
     variable = f"PGFAST_{dirname.upper()}_DIRS"
     setting = f"{dirname}_dirs"
     if dirs is None:
         dirs = _dirs_from_env(variable)
         setting = variable
-    if dirs is not None:
-        bases = [Path(d) for d in dirs]
-        for base in bases:
-            if not base.is_dir():
-                raise ConfigError(
-                    f"{setting} names {str(base)!r}, which is not a directory; create it or fix the setting"
-                )
-    else:
-        bases = _find_named_dirs(Path(root) if root is not None else Path.cwd(), dirname)
-    seen: dict[Path, Path] = {}
+    if dirs is None:
+        return _find_named_dirs(Path(root) if root is not None else _project_root(Path.cwd()), dirname)
+    bases = [Path(d) for d in dirs]
     for base in bases:
-        for folder, subdirs, files in os.walk(base):
-            subdirs[:] = sorted(d for d in subdirs if not _is_pruned(Path(folder, d)))
-            for file in files:
-                if file.endswith(".sql"):
-                    path = Path(folder, file)
-                    seen.setdefault(path.resolve(), path)
-    return sorted(seen.values())
+        if not base.is_dir():
+            raise ConfigError(
+                f"{setting} names {str(base)!r}, which is not a directory; create it or fix the setting"
+            )
+    return bases
+
+
+def _unreadable_dir(exc: OSError) -> None:
+    # Inside a migrations directory a skipped subdirectory could hide migrations: refuse.
+    raise MigrationFileError(
+        f"{exc.filename}: cannot read this directory ({exc.strerror}); fix its permissions",
+        [Path(exc.filename)],
+    ) from exc
+
+
+def _project_root(start: Path) -> Path:
+    """The nearest directory from `start` up that holds a project marker (pyproject.toml,
+    setup.py, setup.cfg, .git), else `start`: discovery gives the same answer from anywhere in a
+    project, and from a directory of several projects it does not collect them all."""
+    for folder in (start, *start.parents):
+        if any(os.path.exists(folder / marker) for marker in _PROJECT_MARKERS):
+            return folder
+    return start
 
 
 def _find_named_dirs(root: Path, dirname: str) -> list[Path]:
-    """Directories called `dirname` under `root`; a match is not searched for nested matches."""
-    found = []
-    for folder, subdirs, _files in os.walk(root):
+    return _search_named_dirs(root, dirname)[0]
+
+
+def _search_named_dirs(root: Path, dirname: str) -> tuple[list[Path], list[Path]]:
+    """Directories called `dirname` under `root`, and the subdirectories left out as projects
+    of their own. A match is not searched for nested matches; unreadable directories are skipped
+    with one warning. Only names below `root` are judged, never the root's own path."""
+    found: list[Path] = []
+    projects: list[Path] = []
+    unreadable: list[str] = []
+    for folder, subdirs, files in os.walk(root, onerror=lambda exc: unreadable.append(str(exc.filename))):
+        top = folder == os.fspath(root)
+        # Judged from the listing in hand rather than a stat per directory: /usr stays fast.
+        if not top and "pyvenv.cfg" in files:  # a virtualenv
+            subdirs[:] = []
+            continue
+        if not top and any(marker in files or marker in subdirs for marker in _PROJECT_MARKERS):
+            projects.append(Path(folder))
+            subdirs[:] = []
+            continue
         keep = []
         for name in sorted(subdirs):
-            path = Path(folder, name)
             if name == dirname:
-                found.append(path)
-            elif not _is_pruned(path):
+                found.append(Path(folder, name))
+            elif not _is_pruned(name) and not (top and name in _BUILD_DIRS):
                 keep.append(name)
         subdirs[:] = keep
-    return found
+    if unreadable:
+        logger.warning(
+            "pgfast: skipped %d unreadable director%s while looking for %r directories under %s: %s",
+            len(unreadable),
+            "y" if len(unreadable) == 1 else "ies",
+            dirname,
+            root,
+            ", ".join(sorted(unreadable)[:3]) + (", ..." if len(unreadable) > 3 else ""),
+        )
+    return found, projects
 
 
-def _is_pruned(path: Path) -> bool:
-    """Hidden directories, virtualenvs and package caches are never searched."""
-    name = path.name
-    return name.startswith(".") or name in _PRUNED_DIRS or (path / "pyvenv.cfg").exists()
+def _is_pruned(name: str) -> bool:
+    """Hidden directories, package caches and build metadata are never searched."""
+    return name.startswith(".") or name in _PRUNED_DIRS or name.endswith(".egg-info")
 
 
 # ─────────────────────────────── migrations: ordering and splitting ───────────────────────────
@@ -1518,16 +1671,10 @@ def discover_fixtures(
     position = {m.version: i for i, m in enumerate(order_migrations(migrations))}
     found: dict[int, SqlFixture] = {}
     for path in _sql_files(dirs, "fixtures", root):
-        if not path.name.endswith("_fixture.sql"):
-            continue
         match = _FIXTURE_FILE.fullmatch(path.name)
         if not match:
-            raise MigrationFileError(
-                f"{path}: cannot parse this fixture file name; name it VERSION_NAME_fixture.sql "
-                "with VERSION the migration it fills, e.g. 20250101120000_users_fixture.sql",
-                [path],
-            )
-        version = int(match["version"])
+            raise _misnamed(path, "fixture", ("fixture",))
+        version = _file_version(path, match, "fixture")
         if version in found:
             raise MigrationFileError(
                 f"two fixtures have version {version}: {found[version].path} and {path}; merge them "
@@ -2408,7 +2555,16 @@ def _build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_LOCK_TIMEOUT:g})",
     )
 
-    up = commands.add_parser("up", parents=[timeouts], help="apply pending migrations")
+    scope = argparse.ArgumentParser(add_help=False)
+    scope.add_argument(
+        "--root",
+        metavar="DIR",
+        help="look for directories named migrations under DIR (default: the project root, the nearest "
+        "directory up from here holding pyproject.toml, setup.py, setup.cfg or .git, else here; "
+        "PGFAST_MIGRATIONS_DIRS, when set, lists the directories instead)",
+    )
+
+    up = commands.add_parser("up", parents=[timeouts, scope], help="apply pending migrations")
     up.add_argument(
         "--target",
         type=_version,
@@ -2418,7 +2574,9 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
     up.set_defaults(handler=_cmd_up)
 
-    down = commands.add_parser("down", parents=[timeouts], help="roll back applied migrations, newest first")
+    down = commands.add_parser(
+        "down", parents=[timeouts, scope], help="roll back applied migrations, newest first"
+    )
     which = down.add_mutually_exclusive_group()
     which.add_argument(
         "--steps", type=_version, metavar="N", help="roll back the last N applied (default: 1)"
@@ -2431,15 +2589,23 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     down.set_defaults(handler=_cmd_down)
 
-    status = commands.add_parser("status", help="list migrations: applied, pending, modified, missing")
+    status = commands.add_parser(
+        "status",
+        parents=[scope],
+        help="list migrations: applied, pending, modified, missing",
+        epilog="Exit codes: 0 all good (applied or pending), 1 a problem found (a changed or vanished "
+        "applied file, a missing dependency, a cycle) or an error, 2 usage error.",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_cmd_status)
 
-    deps = commands.add_parser("deps", help="print the apply order and dependencies (no database needed)")
+    deps = commands.add_parser(
+        "deps", parents=[scope], help="print the apply order and dependencies (no database needed)"
+    )
     deps.set_defaults(handler=_cmd_deps)
 
     verify = commands.add_parser(
-        "verify", help="check applied migrations against their files; exit 1 on mismatch"
+        "verify", parents=[scope], help="check applied migrations against their files; exit 1 on mismatch"
     )
     verify.set_defaults(handler=_cmd_verify)
 
@@ -2547,8 +2713,34 @@ def _progress(verb: str) -> Callable[[Migration, float], None]:
     return report
 
 
+def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
+    """discover_migrations, saying on stderr where it looked; finding no directory is an error."""
+    env_dirs = _dirs_from_env("PGFAST_MIGRATIONS_DIRS")
+    if env_dirs and args.root is None:
+        print(f"pgfast: migrations from PGFAST_MIGRATIONS_DIRS: {', '.join(env_dirs)}", file=sys.stderr)
+        return discover_migrations(env_dirs)
+    root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
+    if not root.is_dir():
+        raise ConfigError(f"--root {args.root!r} is not a directory; pass your project's directory")
+    dirs, projects = _search_named_dirs(root, "migrations")
+    if not dirs:
+        others = ""
+        if projects:
+            names = ", ".join(os.path.relpath(p, root) for p in projects)
+            others = f" (projects of their own below it are not searched: {names}; pick one with --root)"
+        raise ConfigError(
+            f"no directory named 'migrations' under {root}{others}; run pgfast from your project root "
+            "(a directory holding pyproject.toml, setup.py, setup.cfg or .git), pass --root DIR, "
+            "or set PGFAST_MIGRATIONS_DIRS"
+        )
+    found = ", ".join(os.path.relpath(d, root) for d in dirs[:3])
+    more = f" and {len(dirs) - 3} more" if len(dirs) > 3 else ""
+    print(f"pgfast: looked under {root}: migrations in {found}{more}", file=sys.stderr)
+    return discover_migrations(dirs)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         started = time.perf_counter()
@@ -2574,7 +2766,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         done = await rollback_migrations(
@@ -2597,15 +2789,21 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
+    try:
+        order_migrations(migrations)
+        order_problem = ""
+    except DependencyError as exc:  # still show the table; the exit code tells
+        order_problem = str(exc)
 
     async def run(conn: "_Connection") -> int:
         statuses = await migration_status(conn, migrations)
+        code = _status_exit_code(statuses, order_problem)
         if args.json:
             print(json.dumps({"migrations": [s.as_json() for s in statuses]}, indent=2))
-            return 0
+            return code
         if not statuses:
-            print("no migrations found (looked for directories named 'migrations'; see pgfast schema create)")
+            print("no migrations in those directories (pgfast schema create writes one)")
         for s in statuses:
             applied_at = s.applied_at.isoformat(sep=" ", timespec="seconds") if s.applied_at else ""
             print(f"{s.version:<16} {s.state:<9} {s.name:<40} {applied_at}".rstrip())
@@ -2614,13 +2812,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
             for state in ("applied", "pending", "modified", "missing")
         }
         print(", ".join(f"{n} {state}" for state, n in counts.items()))
-        return 0
+        return code
 
     return _run_with_connection(run)
 
 
+_PROBLEM_STATES: Final = ("modified", "missing")  # the states `schema status` exits 1 for
+
+
+def _status_exit_code(statuses: Sequence[MigrationStatus], order_problem: str) -> int:
+    """1 and a line on stderr per kind of problem (changed files, missing dependency, cycle), else 0."""
+    problems = [s for s in statuses if s.state in _PROBLEM_STATES]
+    if problems:
+        print(f"pgfast: problem: {_describe_problems(problems)}", file=sys.stderr)
+    if order_problem:
+        print(f"pgfast: problem: {order_problem}", file=sys.stderr)
+    return 1 if problems or order_problem else 0
+
+
 def _cmd_deps(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
     by_version = {m.version: m for m in migrations}
     for m in order_migrations(migrations):
         needs = ", ".join(by_version[d].label for d in m.depends_on)
@@ -2629,7 +2840,7 @@ def _cmd_deps(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    migrations = discover_migrations()
+    migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         problems = await verify_migrations(conn, migrations)

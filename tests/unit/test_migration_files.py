@@ -99,8 +99,7 @@ def test_header_reads_depends_on_and_no_transaction(tmp_path: Path) -> None:
     write(
         tmp_path,
         "migrations/3_c_up.sql",
-        "-- add an index\n--depends_on: 2 1\n-- pgfast: no-transaction\n\nCREATE INDEX CONCURRENTLY i ON t (x);\n"
-        "-- depends_on: 99 (not in the header, ignored)\n",
+        "-- add an index\n--depends_on: 2 1\n-- pgfast: no-transaction\n\nCREATE INDEX CONCURRENTLY i ON t (x);\n",
     )
     c = pgfast.discover_migrations(root=tmp_path)[-1]
     assert c.depends_on == (1, 2)
@@ -109,7 +108,7 @@ def test_header_reads_depends_on_and_no_transaction(tmp_path: Path) -> None:
 
 def test_bad_depends_on_value_names_file(tmp_path: Path) -> None:
     write(tmp_path, "migrations/1_a_up.sql", "-- depends_on: first\nSELECT 1;")
-    with pytest.raises(pgfast.MigrationFileError, match=r"1_a_up.sql: depends_on lists 'first'"):
+    with pytest.raises(pgfast.MigrationFileError, match=r"1_a_up.sql:1: depends_on lists 'first'"):
         pgfast.discover_migrations(root=tmp_path)
 
 
