@@ -1707,7 +1707,8 @@ def _failure(
         verb = "rolled back" if down else "applied"
         so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
     action = "rolling back" if down else "applying"
-    facts = f"{action} {m.label} failed at {where}: {type(exc).__name__}: {exc}{kept}{so_far}"
+    error = str(exc).replace("\n", " ")  # PostgreSQL's DETAIL and HINT, on the one line
+    facts = f"{action} {m.label} failed at {where}: {type(exc).__name__}: {error}{kept}{so_far}"
     message = f"{facts}. {_ways_forward(partial, cli=False)}" if partial else facts
     return MigrationFailedError(message, m, earlier, line, partial=partial, facts=facts)
 
@@ -2912,9 +2913,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     async def run(conn: "_Connection") -> int:
         statuses = await migration_status(conn, migrations)
+        partial = sum(s.state == "partial" for s in statuses)
         if args.json:
             print(json.dumps({"migrations": [s.as_json() for s in statuses]}, indent=2))
-            return 0
+            return 1 if partial else 0
         if not statuses:
             print("no migrations found (looked for directories named 'migrations'; see pgfast schema create)")
         for s in statuses:
@@ -2927,7 +2929,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
             state: sum(s.state == state for s in statuses)
             for state in ("applied", "pending", "modified", "missing")
         }
-        partial = sum(s.state == "partial" for s in statuses)
         print(
             ", ".join(f"{n} {state}" for state, n in counts.items())
             + (f", {partial} partial" if partial else "")
