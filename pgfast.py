@@ -77,6 +77,7 @@ __all__ = [
     "CycleError",
     "ChecksumError",
     "MigrationFailedError",
+    "PartialMigrationError",
     "LockTimeoutError",
     # configuration
     "DatabaseConfig",
@@ -101,6 +102,7 @@ __all__ = [
     "migration_status",
     "apply_migrations",
     "rollback_migrations",
+    "mark_migration",
     "verify_migrations",
     # test databases
     "SqlFixture",
@@ -121,6 +123,9 @@ __all__ = [
 # ───────────────────────────────────────── constants ──────────────────────────────────────────
 
 LEDGER_TABLE: Final = "_pgfast_migrations"
+# Statements done of a no-transaction migration being applied or rolled back. Its own table, so
+# that an unfinished migration never looks applied to a reader of the ledger (pgfast 0.8 included).
+PROGRESS_TABLE: Final = "_pgfast_migration_progress"
 # Session-level advisory lock keys (bigint). Advisory locks are per database, so one key
 # serialises the migrations of one database without touching any other.
 MIGRATION_LOCK_KEY: Final = 0x7067_6661_7374_6D67  # "pgfastmg"
@@ -145,6 +150,11 @@ _CUSTOM_SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0
 _BUILTIN_SETTING: Final = re.compile(r"[a-z_][a-z0-9_]*")
 _DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _WORD: Final = re.compile(r"[^\W\d][\w$]*")  # a keyword or unquoted identifier
+_LEADING_COMMENTS: Final = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+_CONCURRENT_INDEX: Final = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[^\s(]+)?",
+    re.IGNORECASE,
+)
 # Directories that auto-discovery never walks into (besides hidden ones and virtualenvs).
 _PRUNED_DIRS: Final = frozenset({"site-packages", "dist-packages", "node_modules", "__pycache__"})
 _BUILD_DIRS: Final = frozenset({"build", "dist"})  # pruned directly under the search root only
@@ -203,15 +213,41 @@ class ChecksumError(MigrationError):
 
 
 class MigrationFailedError(MigrationError):
-    """A migration failed and was rolled back; `applied` lists those of this run that stay."""
+    """A migration failed; `applied` lists those of this run that stay.
+
+    A transactional one was rolled back. A no-transaction one keeps the statements before the
+    failing one, recorded as progress: it is then `partial` (see `PartialMigrationError`).
+    """
 
     def __init__(
-        self, message: str, migration: "Migration", applied: Sequence["Migration"], line: int | None
+        self,
+        message: str,
+        migration: "Migration",
+        applied: Sequence["Migration"],
+        line: int | None,
+        *,
+        partial: "MigrationStatus | None" = None,
+        facts: str | None = None,
     ) -> None:
         super().__init__(message)
         self.migration = migration
         self.applied = tuple(applied)
         self.line = line
+        self.partial = partial  # a no-transaction file's status after the failure
+        self.facts = facts or message
+
+
+class PartialMigrationError(MigrationError):
+    """A no-transaction migration stopped part way; nothing more runs until it is resumed or marked.
+
+    `partial` is its `MigrationStatus` (state "partial", `statements_done` of `statements_total`);
+    `facts` is the message without its closing advice on how to go on.
+    """
+
+    def __init__(self, message: str, partial: "MigrationStatus", facts: str) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.facts = facts
 
 
 class LockTimeoutError(PgfastError, TimeoutError):
@@ -781,17 +817,30 @@ class Migration:
 
 @dataclasses.dataclass(frozen=True)
 class MigrationStatus:
-    """A migration's state in one database: applied, pending, modified or missing (no file)."""
+    """A migration's state in one database: applied, pending, modified, missing (no file) or
+    partial (a no-transaction migration stopped after `statements_done` of `statements_total`
+    statements while `direction` "up" applied it or "down" rolled it back)."""
 
     version: int
     name: str
-    state: Literal["applied", "pending", "modified", "missing"]
+    state: Literal["applied", "pending", "modified", "missing", "partial"]
     applied_at: dt.datetime | None = None
     migration: Migration | None = None
+    statements_done: int | None = None
+    statements_total: int | None = None
+    direction: Literal["up", "down"] | None = None
 
     def as_json(self) -> dict[str, Any]:
         applied_at = self.applied_at.isoformat() if self.applied_at else None
-        return {"version": self.version, "name": self.name, "state": self.state, "applied_at": applied_at}
+        return {
+            "version": self.version,
+            "name": self.name,
+            "state": self.state,
+            "applied_at": applied_at,
+            "statements_done": self.statements_done,
+            "statements_total": self.statements_total,
+            "direction": self.direction,
+        }
 
 
 def discover_migrations(
@@ -1264,12 +1313,14 @@ def create_migration(
 
 async def migration_status(conn: "_Connection", migrations: Sequence[Migration]) -> list[MigrationStatus]:
     """Every migration's state, sorted by version; reads only (creates no ledger)."""
-    return _statuses(migrations, await _read_ledger(conn))
+    return _statuses(migrations, *await _read_ledger(conn))
 
 
 async def verify_migrations(conn: "_Connection", migrations: Sequence[Migration]) -> list[MigrationStatus]:
-    """The applied migrations whose file changed (`modified`) or vanished (`missing`)."""
-    return [s for s in await migration_status(conn, migrations) if s.state in ("modified", "missing")]
+    """The migrations that need attention: applied ones whose file changed (`modified`) or
+    vanished (`missing`), and no-transaction ones that stopped part way (`partial`)."""
+    statuses = await migration_status(conn, migrations)
+    return [s for s in statuses if s.state in ("modified", "missing", "partial")]
 
 
 async def apply_migrations(
@@ -1278,6 +1329,7 @@ async def apply_migrations(
     *,
     target: int | None = None,
     force: bool = False,
+    resume: bool = False,
     dry_run: bool = False,
     timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -1285,23 +1337,28 @@ async def apply_migrations(
 ) -> list[Migration]:
     """Apply pending migrations in dependency order; return those applied (or planned).
 
-    Each migration commits with its ledger row in one transaction (`-- pgfast: no-transaction`
-    ones run statement by statement and are recorded after the last). Concurrent callers are
-    serialised by an advisory lock, so every migration is applied exactly once. `timeout` is a
-    server-side statement_timeout in seconds (None: no limit); `dry_run` changes nothing, not
-    even the ledger. Applied files that changed or vanished stop the run unless `force`.
+    Each migration commits with its ledger row in one transaction. A `-- pgfast: no-transaction`
+    one runs statement by statement, each recorded as done when it completes, and is recorded
+    as applied after the last; one that stopped part way (killed, interrupted, a statement
+    failed) is `partial` and stops every run with `PartialMigrationError` until it is resumed
+    (`resume=True`: from its first unfinished statement, its file unchanged) or recorded by hand
+    (`mark_migration`). Concurrent callers are serialised by an advisory lock, so every
+    migration is applied exactly once. `timeout` is a server-side statement_timeout in seconds
+    (None: no limit); `dry_run` changes nothing, not even the ledger. Applied files that
+    changed or vanished stop the run unless `force`.
     """
     ordered = order_migrations(migrations)
     if dry_run:
-        return _plan_up(ordered, await _read_ledger(conn), target, force=force)
+        return _plan_up(ordered, *await _read_ledger(conn), target, force=force, resume=resume)
     applied: list[Migration] = []
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema migration"):
-        ledger = await _ensure_ledger(conn, ordered)
-        plan = _plan_up(ordered, ledger, target, force=force)
+        ledger, progress = await _ensure_ledger(conn, ordered)
+        plan = _plan_up(ordered, ledger, progress, target, force=force, resume=resume)
         async with _statement_timeout(conn, timeout):
             for m in plan:
                 started = time.perf_counter()
-                await _run_migration(conn, m, m.sql, m.no_transaction, _record_sql(m), applied)
+                start = progress[m.version]["done"] if m.version in progress else 0
+                await _run_migration(conn, m, m.sql, m.no_transaction, _record_sql(m), applied, start=start)
                 applied.append(m)
                 if on_applied:
                     on_applied(m, time.perf_counter() - started)
@@ -1314,6 +1371,7 @@ async def rollback_migrations(
     *,
     steps: int | None = None,
     target: int | None = None,
+    resume: bool = False,
     dry_run: bool = False,
     timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -1323,36 +1381,97 @@ async def rollback_migrations(
 
     Newest first by apply order. Every migration in the plan must have a down file, and none
     may be needed by an applied migration outside the plan; both are checked before anything
-    runs. `target=0` rolls back everything.
+    runs. `target=0` rolls back everything. A no-transaction down file records its progress as
+    `apply_migrations` does; `resume=True` finishes one that stopped part way.
     """
     ordered = order_migrations(migrations)
     if dry_run:
-        return _plan_down(ordered, await _read_ledger(conn), steps, target)
+        return _plan_down(ordered, *await _read_ledger(conn), steps, target, resume=resume)
     done: list[Migration] = []
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema rollback"):
-        plan = _plan_down(ordered, await _read_ledger(conn), steps, target)
+        ledger, progress = await _read_ledger(conn)
+        plan = _plan_down(ordered, ledger, progress, steps, target, resume=resume)
         async with _statement_timeout(conn, timeout):
             for m in plan:
                 started = time.perf_counter()
                 down_sql = m.read_down()
                 no_transaction = any(_NO_TRANSACTION.match(line.strip()) for line in _header(down_sql))
                 forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
-                await _run_migration(conn, m, down_sql, no_transaction, forget, done, down=True)
+                start = progress[m.version]["done"] if m.version in progress else 0
+                await _run_migration(conn, m, down_sql, no_transaction, forget, done, down=True, start=start)
                 done.append(m)
                 if on_rolled_back:
                     on_rolled_back(m, time.perf_counter() - started)
     return done
 
 
+async def mark_migration(
+    conn: "_Connection",
+    migrations: Sequence[Migration],
+    version: int,
+    *,
+    applied: bool,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> MigrationStatus:
+    """Record migration `version` as applied (`applied=True`) or forget it (pending), after a
+    repair by hand; clears a partial migration's progress. Returns its status before.
+
+    Nothing runs: this only writes the ledger. Recording applied takes the file's current
+    checksum; forgetting refuses while an applied migration depends on it.
+    """
+    ordered = order_migrations(migrations)
+    async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema mark"):
+        ledger, progress = await _ensure_ledger(conn, ordered)
+        statuses = _statuses(ordered, ledger, progress)
+        before = next((s for s in statuses if s.version == version), None)
+        if before is None:
+            raise MigrationError(f"no migration has version {version} and none is recorded; see the status")
+        m = before.migration
+        recorded = any(row["version"] == version for row in ledger)
+        if applied:
+            if m is None:
+                raise MigrationFileError(f"cannot record {version} as applied: no migration has that version")
+            record = (
+                f"UPDATE {LEDGER_TABLE} SET checksum = '{m.checksum}' WHERE version = {version}"
+                if recorded
+                else _record_sql(m)
+            )
+        else:
+            needed_by = [
+                s.migration.label
+                for s in statuses
+                if s.state in ("applied", "modified") and s.migration and version in s.migration.depends_on
+            ]
+            if needed_by:
+                raise DependencyError(
+                    f"cannot forget {before.version}_{before.name}: applied migration(s) "
+                    f"{', '.join(needed_by)} depend on it; forget or roll back those first"
+                )
+            record = f"DELETE FROM {LEDGER_TABLE} WHERE version = {version}"
+        if version in progress:
+            record += f"; DELETE FROM {PROGRESS_TABLE} WHERE version = {version}"
+        await conn.execute(f"BEGIN; {record}; COMMIT")
+    return before
+
+
 # A ledger as read from the database: None when the table does not exist yet.
 _Ledger = list[Mapping[str, Any]] | None
+# The progress rows of partial migrations, by version.
+_Progress = dict[int, Mapping[str, Any]]
 
 
-async def _read_ledger(conn: "_Connection") -> _Ledger:
-    if await conn.fetchval("SELECT to_regclass($1) IS NULL", LEDGER_TABLE):
-        return None
-    rows: list[Mapping[str, Any]] = list(await conn.fetch(f"SELECT * FROM {LEDGER_TABLE}"))
-    return sorted(rows, key=_apply_position)
+async def _read_ledger(conn: "_Connection") -> tuple[_Ledger, _Progress]:
+    tables = await conn.fetchrow(
+        "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL", LEDGER_TABLE, PROGRESS_TABLE
+    )
+    assert tables is not None
+    ledger: _Ledger = None
+    if tables[0]:
+        ledger = sorted(await conn.fetch(f"SELECT * FROM {LEDGER_TABLE}"), key=_apply_position)
+    progress: _Progress = {}
+    if tables[1]:
+        progress = {row["version"]: row for row in await conn.fetch(f"SELECT * FROM {PROGRESS_TABLE}")}
+    return ledger, progress
 
 
 def _apply_position(row: Mapping[str, Any]) -> tuple[int, Any, int]:
@@ -1360,9 +1479,11 @@ def _apply_position(row: Mapping[str, Any]) -> tuple[int, Any, int]:
     return (row.get("apply_order") or 0, row["applied_at"], row["version"])
 
 
-async def _ensure_ledger(conn: "_Connection", migrations: Sequence[Migration]) -> list[Mapping[str, Any]]:
-    """Create or upgrade the ledger (caller holds the migration lock) and return its rows."""
-    ledger = await _read_ledger(conn)
+async def _ensure_ledger(
+    conn: "_Connection", migrations: Sequence[Migration]
+) -> tuple[list[Mapping[str, Any]], _Progress]:
+    """Create or upgrade the ledger (caller holds the migration lock); return it and the progress."""
+    ledger, progress = await _read_ledger(conn)
     changed = False
     # A Record's `in` looks at values, so ask its keys.
     if not ledger or "apply_order" not in ledger[0].keys():  # noqa: SIM118
@@ -1391,40 +1512,159 @@ async def _ensure_ledger(conn: "_Connection", migrations: Sequence[Migration]) -
                 f"UPDATE {LEDGER_TABLE} SET checksum = $1 WHERE version = $2", m.checksum, m.version
             )
     # Read again only when something changed: a no-op `up` stays at two queries.
-    return (await _read_ledger(conn) if changed else ledger) or []
+    if changed:
+        ledger, progress = await _read_ledger(conn)
+    return ledger or [], progress
 
 
-def _statuses(migrations: Sequence[Migration], ledger: _Ledger) -> list[MigrationStatus]:
+def _statuses(migrations: Sequence[Migration], ledger: _Ledger, progress: _Progress) -> list[MigrationStatus]:
     rows = {row["version"]: row for row in ledger or ()}
+    unfinished = dict(progress)
     statuses = []
     for m in migrations:
         row = rows.pop(m.version, None)
-        if row is None:
+        if (p := unfinished.pop(m.version, None)) is not None:
+            statuses.append(_partial_status(p, row, m))
+        elif row is None:
             statuses.append(MigrationStatus(m.version, m.name, "pending", None, m))
-            continue
-        same = row["checksum"] in (m.checksum, None) or row["checksum"] == _legacy_checksum(m)
-        statuses.append(
-            MigrationStatus(m.version, m.name, "applied" if same else "modified", row["applied_at"], m)
-        )
+        else:
+            same = row["checksum"] in (m.checksum, None) or row["checksum"] == _legacy_checksum(m)
+            state: Literal["applied", "modified"] = "applied" if same else "modified"
+            statuses.append(MigrationStatus(m.version, m.name, state, row["applied_at"], m))
+    for p in unfinished.values():  # partial, and its file is gone
+        statuses.append(_partial_status(p, rows.pop(p["version"], None), None))
     for row in rows.values():
         statuses.append(MigrationStatus(row["version"], row["name"], "missing", row["applied_at"], None))
     return sorted(statuses, key=lambda s: s.version)
 
 
+def _partial_status(
+    p: Mapping[str, Any], row: Mapping[str, Any] | None, m: Migration | None
+) -> MigrationStatus:
+    applied_at = row["applied_at"] if row else None
+    return MigrationStatus(
+        p["version"], p["name"], "partial", applied_at, m, p["done"], p["statements"], p["direction"]
+    )
+
+
 def _describe_problems(problems: Sequence[MigrationStatus]) -> str:
     parts = []
     for s in problems:
-        if s.state == "modified" and s.migration:
+        if s.state == "partial":
+            parts.append(f"{s.version}_{s.name} stopped part way: {_describe_partial(s)}")
+        elif s.state == "modified" and s.migration:
             parts.append(f"{s.migration.up_path} changed after it was applied")
         else:
             parts.append(f"{s.version}_{s.name} was applied but its file is gone")
     return "; ".join(parts)
 
 
+def _refuse_partial(
+    statuses: Sequence[MigrationStatus], progress: _Progress, direction: str, *, resume: bool
+) -> None:
+    """Raise for a partial migration, unless `resume` may finish it (same direction, same file)."""
+    for s in statuses:
+        if s.state != "partial":
+            continue
+        file = _partial_file(s)
+        if not (resume and s.direction == direction and file):
+            verb = "migrate" if direction == "up" else "roll back"
+            facts = f"refusing to {verb}: {_what_stopped(s)}: {_describe_partial(s)}"
+            raise PartialMigrationError(f"{facts}. {_ways_forward(s, cli=False)}", s, facts)
+        path, sql = file
+        if _checksum(sql) != progress[s.version]["checksum"]:
+            facts = (
+                f"cannot resume {s.version}_{s.name}: {path} changed since it stopped part way "
+                f"({_describe_partial(s)}); restore it"
+            )
+            raise PartialMigrationError(f"{facts}. {_ways_forward(s, cli=False)}", s, facts)
+
+
+def _what_stopped(s: MigrationStatus) -> str:
+    doing = "applied" if s.direction == "up" else "rolled back"
+    return f"{s.version}_{s.name} stopped part way while it was {doing} without a transaction"
+
+
+def _partial_file(s: MigrationStatus) -> tuple[Path, str] | None:
+    """The file a partial migration was running (its down file when rolling back), if it exists."""
+    m = s.migration
+    if m is None:
+        return None
+    if s.direction == "up":
+        return m.up_path, m.sql
+    if m.down_path is None or not m.down_path.exists():
+        return None
+    return m.down_path, m.read_down()
+
+
+def _describe_partial(s: MigrationStatus, unfinished: str = "may or may not have run") -> str:
+    """What is known of a partial migration: the statements recorded as done, and the next one."""
+    done, total = s.statements_done or 0, s.statements_total or 0
+    if done >= total:
+        still = "not yet recorded as applied" if s.direction == "up" else "still recorded as applied"
+        return f"all {total} of its statements ran and are recorded as done, but it is {still}"
+    if done == 0:
+        recorded = f"none of its {total} statements is recorded as done"
+    elif done == 1:
+        recorded = f"statement 1 of {total} ran and is recorded as done"
+    else:
+        recorded = f"statements 1-{done} of {total} ran and are recorded as done"
+    where, hint = "", ""
+    if file := _partial_file(s):
+        path, sql = file
+        statements = split_statements(sql)
+        if done < len(statements):
+            offset, text = statements[done]
+            start = offset + _LEADING_COMMENTS.match(text).end()  # type: ignore[union-attr]
+            line = sql.count("\n", 0, start) + 1
+            where = f" ({path}:{line})"
+            hint = _concurrent_index_hint(text)
+    return f"{recorded}; statement {done + 1}{where} {unfinished}{hint}"
+
+
+def _concurrent_index_hint(statement: str) -> str:
+    """What an unfinished CREATE INDEX CONCURRENTLY leaves behind, and how to clear it."""
+    match = _CONCURRENT_INDEX.match(statement, _LEADING_COMMENTS.match(statement).end())  # type: ignore[union-attr]
+    if not match:
+        return ""
+    name = match["name"] if match["name"] and match["name"].upper() != "ON" else None
+    drop = f"DROP INDEX CONCURRENTLY IF EXISTS {name}" if name else "DROP INDEX CONCURRENTLY"
+    index = f"an INVALID index {name}" if name else "an INVALID index"
+    return f" (a CREATE INDEX CONCURRENTLY that did not finish leaves {index}: drop it with {drop} first)"
+
+
+def _ways_forward(s: MigrationStatus, *, cli: bool) -> str:
+    """How to go on from a partial migration, in the words of the library or of the CLI."""
+    done, total = s.statements_done or 0, s.statements_total or 0
+    down = s.direction == "down"
+    if done < total:
+        runs = f"runs statements {done + 1}-{total}" if done + 1 < total else f"runs statement {total}"
+    else:
+        runs = "only records it"
+    if cli:
+        resume = f"'pgfast schema {'down' if down else 'up'} --resume'"
+        mark = f"'pgfast schema mark {s.version} --applied' (or --pending)"
+    else:
+        resume = f"{'rollback' if down else 'apply'}_migrations(..., resume=True)"
+        mark = f"mark_migration(conn, migrations, {s.version}, applied=True) (or applied=False)"
+    return (
+        f"To go on: {resume} {runs} (with the file as it was), or repair it by hand and record "
+        f"the result with {mark}"
+    )
+
+
 def _plan_up(
-    ordered: Sequence[Migration], ledger: _Ledger, target: int | None, *, force: bool
+    ordered: Sequence[Migration],
+    ledger: _Ledger,
+    progress: _Progress,
+    target: int | None,
+    *,
+    force: bool,
+    resume: bool = False,
 ) -> list[Migration]:
-    problems = [s for s in _statuses(ordered, ledger) if s.state in ("modified", "missing")]
+    statuses = _statuses(ordered, ledger, progress)
+    _refuse_partial(statuses, progress, "up", resume=resume)
+    problems = [s for s in statuses if s.state in ("modified", "missing")]
     if problems and not force:
         raise ChecksumError(
             f"refusing to migrate: {_describe_problems(problems)}. Restore the applied files "
@@ -1438,7 +1678,7 @@ def _plan_up(
     by_version = {m.version: m for m in ordered}
     if target not in by_version:
         raise MigrationError(f"--target {target}: no migration has that version; see pgfast schema status")
-    wanted = {m.version for m in pending if m.version <= target}
+    wanted = {m.version for m in pending if m.version <= target} | progress.keys()
     stack = list(wanted)
     while stack:  # a target pulls in what it needs, even with a higher version
         for dep in by_version[stack.pop()].depends_on:
@@ -1449,8 +1689,15 @@ def _plan_up(
 
 
 def _plan_down(
-    ordered: Sequence[Migration], ledger: _Ledger, steps: int | None, target: int | None
+    ordered: Sequence[Migration],
+    ledger: _Ledger,
+    progress: _Progress,
+    steps: int | None,
+    target: int | None,
+    *,
+    resume: bool = False,
 ) -> list[Migration]:
+    _refuse_partial(_statuses(ordered, ledger, progress), progress, "down", resume=resume)
     rows = list(ledger or ())
     if target is not None and steps is not None:
         raise ConfigError("give either --steps or --target, not both")
@@ -1491,6 +1738,10 @@ def _plan_down(
                 f"cannot roll back {', '.join(by_version[v].label for v in sorted(needed))}: applied "
                 f"migration {m.label} depends on it; roll that back too (larger --steps or lower --target)"
             )
+    if progress and (not plan or plan[0].version not in progress):  # resume: it comes first
+        s = next(s for s in _statuses(ordered, ledger, progress) if s.state == "partial")
+        facts = f"cannot resume rolling back {s.version}_{s.name}: this rollback does not start with it"
+        raise PartialMigrationError(f"{facts}. {_ways_forward(s, cli=False)}", s, facts)
     return plan
 
 
@@ -1512,44 +1763,109 @@ async def _run_migration(
     earlier: Sequence[Migration],
     *,
     down: bool = False,
+    start: int = 0,
 ) -> None:
-    """Run one file and its ledger change; on failure raise naming the file and line."""
+    """Run one file and its ledger change; on failure raise naming the file, the line and what stays.
+
+    A no-transaction file runs from statement `start + 1`, recording in PROGRESS_TABLE each
+    statement done; the record goes in the transaction that writes the ledger.
+    """
+    import asyncpg
+
+    statements = split_statements(sql)
+    number, offset = 0, None  # the statement running (no-transaction) and where it starts
+    try:
+        if not no_transaction:
+            # One simple-query round trip: the file and its ledger row commit together or not at all.
+            offset = -len("BEGIN;\n")
+            body = sql if statements else ""  # asyncpg fails on comment-only strings
+            await conn.execute(f"BEGIN;\n{body}\n;{bookkeeping};\nCOMMIT")
+            return
+        if start == 0:
+            # Every value is an integer or matched [a-z0-9_] / hex, so the literals are safe.
+            await conn.execute(
+                f"{_PROGRESS_DDL};\nINSERT INTO {PROGRESS_TABLE} VALUES ({m.version}, '{m.name}', "
+                f"'{'down' if down else 'up'}', '{_checksum(sql)}', {len(statements)}, 0)"
+            )
+        for number in range(start + 1, len(statements) + 1):
+            offset, text = statements[number - 1]
+            mark = f"UPDATE {PROGRESS_TABLE} SET done = {number} WHERE version = {m.version}"
+            try:
+                # The statement and its progress commit together (one implicit transaction)...
+                await conn.execute(f"{text}\n;{mark}")
+            except asyncpg.ActiveSQLTransactionError:
+                # ...unless PostgreSQL runs it only outside a transaction (CREATE INDEX
+                # CONCURRENTLY, VACUUM): killed between these two, it ran but is not recorded.
+                await conn.execute(text)
+                await conn.execute(mark)
+        number, offset = len(statements) + 1, None
+        forget = f"DELETE FROM {PROGRESS_TABLE} WHERE version = {m.version}"
+        await conn.execute(f"BEGIN; {bookkeeping}; {forget}; COMMIT")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if conn.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise _failure(m, sql, offset, number, len(statements), exc, earlier, down=down) from exc
+    except BaseException:  # cancelled (Ctrl-C): leave no transaction open on the connection
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise
+
+
+_PROGRESS_DDL: Final = f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
+    version bigint PRIMARY KEY,
+    name text NOT NULL,
+    direction text NOT NULL CHECK (direction IN ('up', 'down')),
+    checksum text NOT NULL,
+    statements integer NOT NULL,
+    done integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now())"""
+
+
+def _failure(
+    m: Migration,
+    sql: str,
+    offset: int | None,
+    number: int,
+    total: int,
+    exc: BaseException,
+    earlier: Sequence[Migration],
+    *,
+    down: bool,
+) -> MigrationFailedError:
+    """The error for a failed file, saying only what is known of what it left behind."""
     import asyncpg
 
     path = m.down_path if down else m.up_path
-    statements = split_statements(sql)
-    pieces: list[tuple[int | None, str]]
-    if no_transaction:
-        pieces = [*statements, (None, bookkeeping)]
+    line = _error_line(sql, offset, exc)
+    where = f"{path}:{line}" if line else str(path)
+    # Without PostgreSQL's answer (the connection broke) the last statement may have taken effect.
+    answered = isinstance(exc, asyncpg.PostgresError)
+    partial = None
+    if number == 0:
+        if answered:
+            kept = "; it was rolled back" + (" and stays applied" if down else " and not recorded")
+        else:
+            kept = "; the connection broke, so whether it committed is unknown (see migration_status)"
     else:
-        # One simple-query round trip: the file and its ledger row commit together or not at all.
-        prefix = "BEGIN;\n"
-        body = sql if statements else ""  # asyncpg fails on comment-only strings
-        pieces = [(-len(prefix), f"{prefix}{body}\n;{bookkeeping};\nCOMMIT")]
-    for number, (offset, text) in enumerate(pieces, 1):
-        try:
-            await conn.execute(text)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            if conn.is_in_transaction():
-                with contextlib.suppress(Exception):
-                    await conn.execute("ROLLBACK")
-            line = _error_line(sql, offset, exc)
-            where = f"{path}:{line}" if line else str(path)
-            action = "rolling back" if down else "applying"
-            if no_transaction and number > 1:
-                kept = f"; it ran without a transaction, so its first {number - 1} statement(s) stay applied"
-            else:
-                kept = "; it was rolled back" + (" and stays applied" if down else " and not recorded")
-            so_far = ""
-            if earlier:
-                verb = "rolled back" if down else "applied"
-                so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
-            raise MigrationFailedError(
-                f"{action} {m.label} failed at {where}: {type(exc).__name__}: {exc}{kept}{so_far}",
-                m,
-                earlier,
-                line,
-            ) from exc
+        direction: Literal["up", "down"] = "down" if down else "up"
+        partial = MigrationStatus(m.version, m.name, "partial", None, m, number - 1, total, direction)
+        unfinished = "failed" if answered else "may or may not have run (the connection broke)"
+        if number > total and not answered:
+            kept = "; all its statements ran, and the connection broke while it was being recorded"
+        else:
+            stopped = _describe_partial(partial, unfinished)
+            kept = f"; it runs without a transaction and stopped part way: {stopped}"
+    so_far = ""
+    if earlier:
+        verb = "rolled back" if down else "applied"
+        so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
+    action = "rolling back" if down else "applying"
+    error = str(exc).replace("\n", " ")  # PostgreSQL's DETAIL and HINT, on the one line
+    facts = f"{action} {m.label} failed at {where}: {type(exc).__name__}: {error}{kept}{so_far}"
+    message = f"{facts}. {_ways_forward(partial, cli=False)}" if partial else facts
+    return MigrationFailedError(message, m, earlier, line, partial=partial, facts=facts)
 
 
 def _error_line(sql: str, offset: int | None, exc: BaseException) -> int | None:
@@ -2508,7 +2824,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
         return result
     except PgfastError as exc:
-        print(f"pgfast: error: {exc}", file=sys.stderr)
+        # A partial migration's advice on how to go on names the CLI's commands, not the library's.
+        message = str(exc)
+        if isinstance(exc, PartialMigrationError | MigrationFailedError) and exc.partial:
+            message = f"{exc.facts}. {_ways_forward(exc.partial, cli=True)}"
+        print(f"pgfast: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pgfast: interrupted", file=sys.stderr)
@@ -2572,6 +2892,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="apply up to VERSION and what it depends on (default: all pending)",
     )
     up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
+    up.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a no-transaction migration that stopped part way, from its first unfinished statement",
+    )
     up.set_defaults(handler=_cmd_up)
 
     down = commands.add_parser(
@@ -2587,14 +2912,19 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="VERSION",
         help="roll back all applied after VERSION (0: all)",
     )
+    down.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish rolling back a no-transaction down file that stopped part way",
+    )
     down.set_defaults(handler=_cmd_down)
 
     status = commands.add_parser(
         "status",
         parents=[scope],
-        help="list migrations: applied, pending, modified, missing",
+        help="list migrations: applied, pending, modified, missing, partial",
         epilog="Exit codes: 0 all good (applied or pending), 1 a problem found (a changed or vanished "
-        "applied file, a missing dependency, a cycle) or an error, 2 usage error.",
+        "applied file, a partial migration, a missing dependency, a cycle) or an error, 2 usage error.",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_cmd_status)
@@ -2608,6 +2938,24 @@ def _build_parser() -> argparse.ArgumentParser:
         "verify", parents=[scope], help="check applied migrations against their files; exit 1 on mismatch"
     )
     verify.set_defaults(handler=_cmd_verify)
+
+    mark = commands.add_parser(
+        "mark",
+        parents=[scope],
+        help="record a migration as applied or pending after a repair by hand (runs no SQL)",
+    )
+    mark.add_argument("version", type=_version, metavar="VERSION", help="the migration's version")
+    state = mark.add_mutually_exclusive_group(required=True)
+    state.add_argument("--applied", action="store_true", help="record it as applied (its current checksum)")
+    state.add_argument("--pending", action="store_true", help="forget it, so that up would run it")
+    mark.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait while another process migrates (default: {DEFAULT_LOCK_TIMEOUT:g})",
+    )
+    mark.set_defaults(handler=_cmd_mark)
 
     testdb = groups.add_parser("test-db", help="create, list and clean up pgfast's test databases")
     tcommands = testdb.add_subparsers(title="test-db commands", metavar="COMMAND")
@@ -2740,20 +3088,26 @@ def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    import asyncio
+
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         started = time.perf_counter()
-        applied = await apply_migrations(
-            conn,
-            migrations,
-            target=args.target,
-            force=args.force,
-            dry_run=args.dry_run,
-            timeout=args.timeout,
-            lock_timeout=args.lock_timeout,
-            on_applied=_progress("applied"),
-        )
+        try:
+            applied = await apply_migrations(
+                conn,
+                migrations,
+                target=args.target,
+                force=args.force,
+                resume=args.resume,
+                dry_run=args.dry_run,
+                timeout=args.timeout,
+                lock_timeout=args.lock_timeout,
+                on_applied=_progress("applied"),
+            )
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
+            return await _interrupted(conn, migrations)
         if args.dry_run:
             _print_plan(applied, down=False)
         elif applied:
@@ -2766,19 +3120,25 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
+    import asyncio
+
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
-        done = await rollback_migrations(
-            conn,
-            migrations,
-            steps=args.steps,
-            target=args.target,
-            dry_run=args.dry_run,
-            timeout=args.timeout,
-            lock_timeout=args.lock_timeout,
-            on_rolled_back=_progress("rolled back"),
-        )
+        try:
+            done = await rollback_migrations(
+                conn,
+                migrations,
+                steps=args.steps,
+                target=args.target,
+                resume=args.resume,
+                dry_run=args.dry_run,
+                timeout=args.timeout,
+                lock_timeout=args.lock_timeout,
+                on_rolled_back=_progress("rolled back"),
+            )
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
+            return await _interrupted(conn, migrations)
         if args.dry_run:
             _print_plan(done, down=True)
         else:
@@ -2799,25 +3159,70 @@ def _cmd_status(args: argparse.Namespace) -> int:
     async def run(conn: "_Connection") -> int:
         statuses = await migration_status(conn, migrations)
         code = _status_exit_code(statuses, order_problem)
+        partial = sum(s.state == "partial" for s in statuses)
         if args.json:
             print(json.dumps({"migrations": [s.as_json() for s in statuses]}, indent=2))
             return code
         if not statuses:
             print("no migrations in those directories (pgfast schema create writes one)")
         for s in statuses:
-            applied_at = s.applied_at.isoformat(sep=" ", timespec="seconds") if s.applied_at else ""
-            print(f"{s.version:<16} {s.state:<9} {s.name:<40} {applied_at}".rstrip())
+            note = s.applied_at.isoformat(sep=" ", timespec="seconds") if s.applied_at else ""
+            if s.state == "partial":
+                doing = " while rolling back" if s.direction == "down" else ""
+                note = f"{s.statements_done} of {s.statements_total} statements done{doing}"
+            print(f"{s.version:<16} {s.state:<9} {s.name:<40} {note}".rstrip())
         counts = {
             state: sum(s.state == state for s in statuses)
             for state in ("applied", "pending", "modified", "missing")
         }
-        print(", ".join(f"{n} {state}" for state, n in counts.items()))
+        print(
+            ", ".join(f"{n} {state}" for state, n in counts.items())
+            + (f", {partial} partial" if partial else "")
+        )
         return code
 
     return _run_with_connection(run)
 
 
-_PROBLEM_STATES: Final = ("modified", "missing")  # the states `schema status` exits 1 for
+async def _interrupted(conn: "_Connection", migrations: Sequence[Migration]) -> int:
+    """After Ctrl-C: one line saying what the database records now (read back, not assumed)."""
+    import asyncio
+
+    try:
+        statuses = await asyncio.wait_for(migration_status(conn, migrations), 10)
+    except Exception:
+        print("pgfast: interrupted; see pgfast schema status for what is applied", file=sys.stderr)
+        return 130
+    applied = sum(s.state in ("applied", "modified") for s in statuses)
+    pending = sum(s.state == "pending" for s in statuses)
+    line = f"pgfast: interrupted: now {applied} migration(s) applied and recorded, {pending} pending"
+    partial = [s for s in statuses if s.state == "partial"]
+    for s in partial:
+        line += f"; {_what_stopped(s)}: {_describe_partial(s)}"
+    if partial:
+        line += f". {_ways_forward(partial[0], cli=True)}"
+    print(line, file=sys.stderr)
+    return 130
+
+
+def _cmd_mark(args: argparse.Namespace) -> int:
+    migrations = _discover_for_cli(args)
+
+    async def run(conn: "_Connection") -> int:
+        before = await mark_migration(
+            conn, migrations, args.version, applied=args.applied, lock_timeout=args.lock_timeout
+        )
+        was: str = before.state
+        if before.state == "partial":
+            was += f", {before.statements_done} of {before.statements_total} statements done"
+        now = "applied" if args.applied else "pending"
+        print(f"recorded {before.version}_{before.name} as {now} (it was {was}); no migration SQL was run")
+        return 0
+
+    return _run_with_connection(run)
+
+
+_PROBLEM_STATES: Final = ("modified", "missing", "partial")  # the states `schema status` exits 1 for
 
 
 def _status_exit_code(statuses: Sequence[MigrationStatus], order_problem: str) -> int:
