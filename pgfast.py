@@ -901,16 +901,31 @@ def _setting_text(name: str, value: object) -> str:
 
 
 def _float_text(value: float) -> str:
-    """`value` as float8 output prints it: the shortest digits that round-trip (as Python's
-    repr picks them), in exponent form below 1e-4 and from 1e15 on."""
+    """`value` as float8 output prints it: the fewest digits that read back as `value`
+    strictly (PostgreSQL's Ryu takes no value on the rounding boundary, where Python's repr
+    may: 1.1269267840225261e+17, not ...226e+17), in exponent form below 1e-4 and from 1e15.
+
+    Known gap: at some exact powers of two (2**-24, 2**-1017) Ryu's digits differ from these
+    in the last place; both read back as the same float.
+    """
     import decimal
+    import fractions
     import math
 
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
-    number = decimal.Decimal(repr(value)).normalize()
+    exact = fractions.Fraction(value)
+    below, above = math.nextafter(value, -math.inf), math.nextafter(value, math.inf)
+    down = exact - fractions.Fraction(below) if math.isfinite(below) else None
+    up = fractions.Fraction(above) - exact if math.isfinite(above) else None
+    low, high = exact - (down or up or 0) / 2, exact + (up or down or 0) / 2  # at +-max: gaps equal
+    for places in range(17):  # 17 significant digits always suffice
+        text = f"{value:.{places}e}"  # the nearest decimal with places + 1 digits
+        if low < fractions.Fraction(text) < high:
+            break
+    number = decimal.Decimal(text).normalize()
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite
     scientific = len(digits) + exponent - 1
@@ -947,7 +962,11 @@ async def _rls_begin(conn: "_Connection", values: Mapping[str, str]) -> None:
     encodes in the connection's encoding: one round trip more.
     """
     if conn.get_settings().client_encoding == "UTF8":
-        await conn.execute(_rls_begin_sql(values))
+        try:
+            await conn.execute(_rls_begin_sql(values))
+        except UnicodeEncodeError:  # a lone surrogate (from JSON, say): not sent, no text holds it
+            name = next(n for n, v in values.items() if not _encodes(v, "utf-8"))
+            raise _bad_value(name, "has a lone surrogate, which PostgreSQL text cannot hold") from None
         return
     import asyncpg
 
@@ -964,6 +983,14 @@ async def _rls_begin(conn: "_Connection", values: Mapping[str, str]) -> None:
         name = next(n for n, v in values.items() if v == exc.__cause__.object)
         encoding = conn.get_settings().client_encoding
         raise _bad_value(name, f"has a character that client_encoding {encoding} cannot represent") from None
+
+
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _rls_begin_sql(values: Mapping[str, str]) -> str:
