@@ -56,6 +56,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 # the rest of the module, and `pgfast --help` or `pgfast schema status` should start fast.
 if TYPE_CHECKING:
     import asyncio
+    import decimal
     import subprocess
 
     import asyncpg
@@ -133,6 +134,8 @@ TEMPLATE_LOCK_KEY: Final = 0x7067_6661_7374_7470  # "pgfasttp"
 LOCK_POLL_SECONDS: Final = 0.1
 DEFAULT_LOCK_TIMEOUT: Final = 300.0
 DEFAULT_URL_FOR_TESTS: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
+# While the database is unreachable, requests answer 503 and the log gets one line this often.
+OUTAGE_WARNING_SECONDS: Final = 60.0
 
 _MIGRATION_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_(?P<kind>up|down)\.sql")
 _FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fixture\.sql")
@@ -296,6 +299,15 @@ class DatabaseConfig:
             self._bad("command_timeout", self.command_timeout, "use None (no limit) or positive seconds")
         if self.statement_cache_size < 0:
             self._bad("statement_cache_size", self.statement_cache_size, "use 0 (off) or more")
+        for key, value in (self.server_settings or {}).items():
+            # asyncpg sends query text as UTF-8 whatever this says (see _rls_begin)
+            spelling = re.sub(r"[-_]", "", str(value)).upper()
+            if key.lower() == "client_encoding" and spelling not in ("UTF8", "UNICODE"):
+                raise ConfigError(
+                    f"DatabaseConfig.server_settings[{key!r}]={value!r} is refused: asyncpg sends "
+                    "query text as UTF-8 and converts every value to and from it for you; remove "
+                    "the setting (or set it to 'UTF8')"
+                )
         for field in ("migrations_dirs", "fixtures_dirs"):
             value = getattr(self, field)
             if isinstance(value, (str, Path)):  # a lone path would otherwise be split into letters
@@ -427,16 +439,7 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
 
     import asyncpg
 
-    already_reset: set[int] = set()
-
-    async def reset(conn: "asyncpg.Connection[Any]") -> None:
-        pid = conn.get_server_pid()
-        if pid in already_reset:
-            already_reset.discard(pid)
-        else:
-            await conn.reset()
-
-    options = {"reset": reset, **config.pool_options(), **overrides}
+    options = {**config.pool_options(), **overrides}
     deadline = time.monotonic() + config.timeout
     delay = 0.05
     while True:
@@ -449,7 +452,6 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
                 except BaseException:
                     pool.terminate()
                     raise
-            _reset_already_sent[id(pool)] = already_reset
             return pool
         except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
             if time.monotonic() + delay > deadline:
@@ -464,7 +466,6 @@ async def close_pool(pool: "asyncpg.Pool", timeout: float = 10.0) -> None:
     """Close `pool` gracefully; terminate what is still held after `timeout` or on cancel."""
     import asyncio
 
-    _reset_already_sent.pop(id(pool), None)
     try:
         await asyncio.wait_for(pool.close(), timeout)
     except TimeoutError:
@@ -488,25 +489,46 @@ def create_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        pool = await create_pool(config)  # first: it waits for a database still starting
+        already_reset: set[int] = set()
+        # first: it waits for a database still starting
+        pool = await create_pool(config, reset=_reset_unless_sent(already_reset))
+        runtime = _Runtime(pool, config, already_reset)
         app.state.pgfast_pool = pool
         app.state.pgfast_config = config
+        app.state.pgfast_runtime = runtime
         try:
             if migrate:
                 await _migrate_on_startup(config)
-            yield {"pgfast_pool": pool, "pgfast_config": config}
+            yield {"pgfast_pool": pool, "pgfast_config": config, "pgfast_runtime": runtime}
         finally:
-            app.state.pgfast_pool = None
+            app.state.pgfast_pool = app.state.pgfast_runtime = None
             await close_pool(pool, close_timeout)
 
     return lifespan
 
 
-# asyncpg resets a connection with one round trip when it returns to the pool. The RLS
-# dependency sends that reset in its COMMIT's round trip instead, and notes the backend here so
-# that the pool's reset hook (installed by create_pool) skips it: one round trip less a request.
-_RESET_SQL: Final = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
-_reset_already_sent: dict[int, set[int]] = {}  # id(pool) -> backend pids
+@dataclasses.dataclass(eq=False)
+class _Runtime:
+    """What the requests of one lifespan share besides the pool: the state of its tricks."""
+
+    pool: "asyncpg.Pool"
+    config: DatabaseConfig
+    # Backends the RLS dependency is giving back right after sending the pool's reset with its
+    # COMMIT (see _end_rls): the pool's reset hook skips them. A pid is in it only during that
+    # release, so a connection used after its COMMIT can never be in it.
+    already_reset: set[int]
+    last_outage_warning: float = -OUTAGE_WARNING_SECONDS
+
+
+def _reset_unless_sent(already_reset: set[int]) -> Callable[["asyncpg.Connection[Any]"], Awaitable[None]]:
+    """The pool's reset hook. asyncpg has already cleared listeners and rolled back an open
+    transaction (Connection._reset) when it calls this; the hook only sends the reset query."""
+
+    async def reset(conn: "asyncpg.Connection[Any]") -> None:
+        if conn.get_server_pid() not in already_reset:
+            await conn.execute(conn.get_reset_query())
+
+    return reset
 
 
 async def _migrate_on_startup(config: DatabaseConfig) -> None:
@@ -575,16 +597,56 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
         return pool
 
     async def get_db_connection(request: HTTPConnection, pool: asyncpg.Pool = Depends(get_db_pool)) -> Any:
-        """One pooled connection for the whole request, released when the request ends."""
-        return await _request_connection(request, pool, _exit_stack(request, _REQUEST_STACK))
+        """One pooled connection for the whole request, released after the response is sent.
 
-    async def get_db_health(pool: asyncpg.Pool = Depends(get_db_pool)) -> dict[str, Any]:
+        An RLS dependency of the same request shares it. If the database is unreachable, taking
+        or using the connection answers 503 with Retry-After.
+        """
+        request_stack = _exit_stack(request, _REQUEST_STACK)
+        function_stack = _exit_stack(request, _FUNCTION_STACK)
+        held: _Held | None = request.scope.get(_REQUEST_CONNECTION)
+        if held is None:
+            conn = await _acquire(request, pool)
+            held = request.scope[_REQUEST_CONNECTION] = _Held(conn)
+        elif held.until_request_end:
+            return held.conn
+        # Also when the RLS dependency took it: a StreamingResponse body, a BackgroundTasks task
+        # or a dependency's teardown may use it after the response, so it goes back (and is reset
+        # by the pool) only then.
+        held.until_request_end = True
+        conn = held.conn
+
+        # Also when the request is cancelled (a client gone, under middleware that cancels):
+        # asyncpg shields the release, and resetting the connection there rolls back what was
+        # left open.
+        async def release(*exc_info: object) -> None:
+            del request.scope[_REQUEST_CONNECTION]
+            await _release(pool, conn)
+
+        async def answer_outage(exc_type: object, exc: BaseException | None, tb: object) -> None:
+            if exc is not None and _is_outage(exc, conn):
+                raise _outage(request, exc) from None
+
+        request_stack.push_async_exit(release)
+        if request.scope["type"] == "http":  # a WebSocket has no status to answer with
+            function_stack.push_async_exit(answer_outage)
+        return conn
+
+    async def get_db_health(
+        request: HTTPConnection, pool: asyncpg.Pool = Depends(get_db_pool)
+    ) -> dict[str, Any]:
         """`SELECT 1` within 2 s and the pool's size: a liveness/readiness probe."""
         try:
             async with pool.acquire(timeout=2.0) as conn:
                 await conn.fetchval("SELECT 1", timeout=2.0)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise HTTPException(status_code=503, detail=f"database unavailable: {exc}") from None
+        except TimeoutError:
+            raise HTTPException(status_code=503, detail="database unavailable: no answer within 2s") from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The class only: asyncpg's messages may name the host and port.
+            _outage(request, exc)
+            raise HTTPException(
+                status_code=503, detail=f"database unavailable: {type(exc).__name__}"
+            ) from None
         return {
             "status": "ok",
             "pool": {"size": pool.get_size(), "idle": pool.get_idle_size(), "max": pool.get_max_size()},
@@ -608,10 +670,25 @@ def _from_lifespan(request: Any, name: str) -> Any:
 # and the RLS dependencies of one request share it: one connection, whatever the handler asks.
 _REQUEST_CONNECTION: Final = "pgfast.connection"
 
+
+class _Held:
+    """The request's connection, and whether it must stay until the request ends (after the
+    response) because get_db_connection gave it out; else the RLS dependency that took it gives
+    it back as soon as its transaction ends."""
+
+    __slots__ = ("conn", "until_request_end")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.until_request_end = False
+
+
 # FastAPI (0.121 and later) runs each request inside two exit stacks, kept in its ASGI scope:
 # the function stack closes when the handler returns, before the response is sent; the request
-# stack after the response. The dependencies below are plain coroutines that push their
-# clean-up (COMMIT, release) onto one of them. Generator dependencies would do the same through
+# stack after the response. The dependency resolution and the handler both run inside the
+# function stack (fastapi/routing.py, request_response), so an exit callback there sees what
+# they raised. The dependencies below are plain coroutines that push their clean-up (COMMIT,
+# release, outage answer) onto one of them. Generator dependencies would do the same through
 # FastAPI's own machinery at ~50 us more per request each, a quarter of a simple request: in
 # benchmarks/bench_http.py this took the RLS dependency from 0.64-0.71x to 0.75-0.80x of the
 # plain pool endpoint, get_db_connection from 0.77-0.84x to 0.83-0.93x. These keys are
@@ -633,18 +710,12 @@ def _exit_stack(request: Any, key: str) -> contextlib.AsyncExitStack:
     return stack
 
 
-async def _request_connection(request: Any, pool: "asyncpg.Pool", stack: contextlib.AsyncExitStack) -> Any:
-    """The request's connection: the one already held, else one acquired and released when
-    `stack` (one of FastAPI's exit stacks) closes.
-
-    Acquiring waits at most the configured timeout, then answers 503 with Retry-After.
-    """
-    if (held := request.scope.get(_REQUEST_CONNECTION)) is not None:
-        return held  # the dependency that acquired it releases it
-    config: DatabaseConfig | None = _from_lifespan(request, "pgfast_config")
-    wait = config.timeout if config else DatabaseConfig.timeout
+async def _acquire(request: Any, pool: "asyncpg.Pool") -> Any:
+    """A connection from `pool` within the configured timeout, else a 503 with Retry-After."""
+    runtime: _Runtime | None = _from_lifespan(request, "pgfast_runtime")
+    wait = runtime.config.timeout if runtime else DatabaseConfig.timeout
     try:
-        conn = await pool.acquire(timeout=wait)
+        return await pool.acquire(timeout=wait)
     except TimeoutError:
         from fastapi import HTTPException  # here: importing it costs 10 us, a request ~200 us
 
@@ -653,16 +724,68 @@ async def _request_connection(request: Any, pool: "asyncpg.Pool", stack: context
             detail=f"database busy: no connection became free within {wait:g}s",
             headers={"Retry-After": "1"},
         ) from None
-    request.scope[_REQUEST_CONNECTION] = conn
+    except Exception as exc:
+        if _is_outage(exc):
+            raise _outage(request, exc) from None
+        raise
 
-    # Also when the request is cancelled (a client gone, under middleware that cancels): asyncpg
-    # shields the release, and resetting the connection there rolls back what was left open.
-    async def release(*exc_info: object) -> None:
-        del request.scope[_REQUEST_CONNECTION]
+
+async def _release(pool: "asyncpg.Pool", conn: Any) -> None:
+    try:
         await pool.release(conn)
+    except Exception as exc:
+        # asyncpg has terminated a connection whose reset failed; the pool opens a new one.
+        if not _is_outage(exc):
+            raise
 
-    stack.push_async_exit(release)
-    return conn
+
+def _is_outage(exc: BaseException, conn: Any = None) -> bool:
+    """Whether `exc` says the database is unreachable (down, restarting, full, connection lost),
+    rather than that a statement failed or timed out."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.InterfaceError):  # "connection is closed": the shutdown notice came
+        return conn is not None and _is_closed(conn)
+    return isinstance(
+        exc,
+        (
+            OSError,  # refused, reset; TimeoutError is one too, excluded below
+            asyncpg.PostgresConnectionError,  # connection lost or failed
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+        ),
+    ) and not isinstance(exc, TimeoutError)
+
+
+def _is_closed(conn: Any) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except Exception:  # a proxy already given back to the pool
+        return True
+
+
+def _outage(request: Any, exc: BaseException) -> Any:
+    """The 503 for an unreachable database, logging one warning line (no traceback) per
+    OUTAGE_WARNING_SECONDS per lifespan; without a pgfast lifespan, one per failure."""
+    from fastapi import HTTPException
+
+    runtime: _Runtime | None = _from_lifespan(request, "pgfast_runtime")
+    now = time.monotonic()
+    if runtime is None or now - runtime.last_outage_warning >= OUTAGE_WARNING_SECONDS:
+        if runtime is not None:
+            runtime.last_outage_warning = now
+        logger.warning(
+            "pgfast: database unreachable (%s: %s); answering 503 with Retry-After until it is back "
+            "(this is logged at most once every %gs)",
+            type(exc).__name__,
+            str(exc).strip() or "no detail",
+            OUTAGE_WARNING_SECONDS,
+        )
+    return HTTPException(
+        status_code=503, detail="database unavailable; retry later", headers={"Retry-After": "1"}
+    )
 
 
 # ─────────────────────────────────────── row-level security ───────────────────────────────────
@@ -674,11 +797,12 @@ def create_rls_dependency(
     """A dependency giving the request's connection inside a transaction with RLS settings.
 
     `settings_provider` is itself a FastAPI dependency (sync or async, it may take `Request` or
-    other dependencies) returning `{setting name: value}`. The settings are applied with
+    other dependencies) returning `{setting name: value}`; values may be str, int, float,
+    Decimal, UUID or bool, sent as PostgreSQL prints them. The settings are applied with
     `set_config(name, value, true)`, so they end with the transaction and cannot leak to the next
     user of the connection, also behind PgBouncer in transaction mode. The transaction commits
     before the response is sent (a failed COMMIT is a 500, not a 200 with nothing stored) and
-    rolls back when the handler raises.
+    rolls back when the handler raises. A value PostgreSQL text cannot hold (NUL) is a 400.
 
     Only custom dotted names (`app.tenant_id`) are accepted; built-in settings such as `role` or
     `search_path` must be named in `allow_settings`, so request data cannot switch roles.
@@ -695,81 +819,246 @@ def create_rls_dependency(
 
     # The transaction ends on FastAPI's function exit stack, which closes before the response
     # is sent. The connection is the request's (shared with get_db_connection); if this
-    # dependency acquired it, it goes back to the pool there too, after COMMIT.
+    # dependency took it and get_db_connection did not give it out, it goes back to the pool
+    # there too, right after COMMIT.
     async def rls_connection(
         request: HTTPConnection, pool: Any = Depends(get_db_pool), settings: Any = Depends(settings_provider)
     ) -> Any:
         nonlocal bypass_checked
-        begin = _rls_begin_sql(settings, allowed)  # names checked before any connection is taken
+        values = _rls_values(settings, allowed)  # checked before any connection is taken
         stack = _exit_stack(request, _FUNCTION_STACK)
-        conn = await _request_connection(request, pool, stack)
+        held: _Held | None = request.scope.get(_REQUEST_CONNECTION)
+        owned = held is None
+        if held is None:
+            held = request.scope[_REQUEST_CONNECTION] = _Held(await _acquire(request, pool))
 
-        async def end(exc_type: object, *exc_info: object) -> None:
-            if exc_type is None:
-                await _commit(conn, _reset_already_sent.get(id(pool)))
-            else:
-                with contextlib.suppress(Exception):  # the original error matters more
-                    await conn.execute("ROLLBACK")
+        async def end(exc_type: object, exc: BaseException | None, tb: object) -> None:
+            await _end_rls(request, pool, held, exc, owned=owned)
 
         # Pushed first: if BEGIN itself fails half-way, the error still ends in a ROLLBACK.
         stack.push_async_exit(end)
-        await conn.execute(begin)  # BEGIN and every setting in one simple-query round trip
+        await _rls_begin(held.conn, values)
         if not bypass_checked:
             bypass_checked = True
-            await _warn_if_rls_bypassed(conn)
-        return conn
+            await _warn_if_rls_bypassed(held.conn)
+        return held.conn
 
     return rls_connection
 
 
-async def _commit(conn: "_Connection", already_reset: set[int] | None) -> None:
+async def _end_rls(
+    request: Any, pool: "asyncpg.Pool", held: _Held, exc: BaseException | None, *, owned: bool
+) -> None:
+    """COMMIT (or ROLLBACK after `exc`); give the connection back if nothing else can use it.
+
+    asyncpg resets a connection with one round trip when it returns to the pool. When this
+    dependency took the connection and gives it back right here, with nothing left that could
+    use it, the reset rides in the COMMIT's round trip instead and the pool's reset hook skips
+    it: one round trip less a request. Only on the lifespan's own pool, whose hook knows that.
+    tests/integration/test_request_state.py proves nothing survives either way.
+    """
+    conn = held.conn
+    give_back = owned and not held.until_request_end
+    runtime: _Runtime | None = _from_lifespan(request, "pgfast_runtime") if give_back else None
+    fuse = runtime is not None and runtime.pool is pool
+    reset_sent = False
+    try:
+        if exc is None:
+            await _commit(conn, reset=fuse)
+            reset_sent = fuse
+        elif _is_outage(exc, conn):
+            raise _outage(request, exc) from None
+        else:
+            with contextlib.suppress(Exception):  # the original error matters more
+                await conn.execute("ROLLBACK")
+    except Exception as failure:
+        if _is_outage(failure, conn):
+            raise _outage(request, failure) from None
+        raise
+    finally:
+        if give_back:
+            del request.scope[_REQUEST_CONNECTION]
+            pid = conn.get_server_pid() if reset_sent else None
+            if runtime is not None and pid is not None:
+                runtime.already_reset.add(pid)
+            try:
+                await _release(pool, conn)
+            finally:
+                if runtime is not None and pid is not None:
+                    runtime.already_reset.discard(pid)
+
+
+async def _commit(conn: "_Connection", *, reset: bool) -> None:
     """COMMIT, raising if the transaction had failed (PostgreSQL then answers ROLLBACK, no error).
 
-    On a pgfast pool the connection's reset rides along: the leading SELECT fails in a failed
+    With `reset` the pool's reset query rides along: the leading SELECT fails in a failed
     transaction, which stops the whole string before COMMIT, so failure is still an error.
     """
     import asyncpg
 
-    if already_reset is None:
+    if not reset:
         if await conn.execute("COMMIT") != "COMMIT":
             raise PgfastError("the request's transaction had failed and was rolled back at COMMIT")
         return
     try:
-        await conn.execute(f"SELECT 1; COMMIT; {_RESET_SQL}")
+        await conn.execute(f"SELECT 1; COMMIT; {conn.get_reset_query()}")
     except asyncpg.InFailedSQLTransactionError:
         await conn.execute("ROLLBACK")
         raise PgfastError("the request's transaction had failed and was rolled back at COMMIT") from None
-    already_reset.add(conn.get_server_pid())
 
 
-def _rls_begin_sql(settings: Mapping[str, object], allowed: frozenset[str]) -> str:
-    """`BEGIN; SELECT set_config(...), ...` with every name checked and every value quoted."""
+def _rls_values(settings: Mapping[str, object], allowed: frozenset[str]) -> dict[str, str]:
+    """Every setting's name checked and its value as the text PostgreSQL will hold."""
     if not isinstance(settings, Mapping):
         raise ConfigError(
             f"the RLS settings provider returned {type(settings).__name__}; it must return a dict "
             "of setting name to value"
         )
-    calls = []
+    values = {}
     for name, value in settings.items():
         if not isinstance(name, str) or not (name in allowed or _CUSTOM_SETTING.fullmatch(name)):
             raise ConfigError(
                 f"RLS setting {name!r} refused: only custom dotted names like 'app.tenant_id' are "
                 "allowed; name built-in settings in create_rls_dependency(allow_settings=...)"
             )
-        if value is None or isinstance(value, (bytes, bytearray)):
-            raise ConfigError(f"RLS setting {name!r} has value {value!r}; use a str (or int)")
-        calls.append(f"set_config({_quote_literal(name)}, {_quote_literal(str(value))}, true)")
-    return "BEGIN" if not calls else "BEGIN; SELECT " + ", ".join(calls)
+        text = str.__str__(value) if isinstance(value, str) else _setting_text(name, value)
+        if "\x00" in text:  # request data, most likely: the client's mistake, not the app's
+            raise _bad_value(name, "contains a NUL character, which PostgreSQL text cannot hold")
+        values[name] = text
+    return values
+
+
+def _setting_text(name: str, value: object) -> str:
+    """A non-str setting value as PostgreSQL prints it (bool before int: it is one)."""
+    import decimal
+    import uuid
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float_text(value)
+    if isinstance(value, decimal.Decimal):
+        return _decimal_text(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise ConfigError(
+        f"RLS setting {name!r} has a value of type {type(value).__name__}; the settings provider "
+        "must return str, int, float, decimal.Decimal, uuid.UUID or bool values"
+    )
+
+
+def _float_text(value: float) -> str:
+    """`value` as float8 output prints it: the fewest digits that read back as `value`
+    strictly (PostgreSQL's Ryu takes no value on the rounding boundary, where Python's repr
+    may: 1.1269267840225261e+17, not ...226e+17), in exponent form below 1e-4 and from 1e15.
+
+    Known gap: at some exact powers of two (2**-24, 2**-1017) Ryu's digits differ from these
+    in the last place; both read back as the same float.
+    """
+    import decimal
+    import fractions
+    import math
+
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    exact = fractions.Fraction(value)
+    below, above = math.nextafter(value, -math.inf), math.nextafter(value, math.inf)
+    down = exact - fractions.Fraction(below) if math.isfinite(below) else None
+    up = fractions.Fraction(above) - exact if math.isfinite(above) else None
+    low, high = exact - (down or up or 0) / 2, exact + (up or down or 0) / 2  # at +-max: gaps equal
+    for places in range(17):  # 17 significant digits always suffice
+        text = f"{value:.{places}e}"  # the nearest decimal with places + 1 digits
+        if low < fractions.Fraction(text) < high:
+            break
+    number = decimal.Decimal(text).normalize()
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    scientific = len(digits) + exponent - 1
+    if value == 0 or -4 <= scientific < 15:
+        return format(number, "f")
+    mantissa = "".join(map(str, digits))
+    mantissa = mantissa[0] + ("." + mantissa[1:] if len(mantissa) > 1 else "")
+    return f"{'-' if sign else ''}{mantissa}e{scientific:+03d}"
+
+
+def _decimal_text(value: "decimal.Decimal") -> str:
+    """`value` as numeric output prints it: never an exponent, trailing zeros kept, no -0."""
+    if value.is_nan():
+        return "NaN"
+    if value.is_infinite():
+        return "Infinity" if value > 0 else "-Infinity"
+    text = format(value, "f")
+    return text.removeprefix("-") if value.is_zero() else text
+
+
+def _bad_value(name: str, problem: str) -> Any:
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=400, detail=f"RLS setting {name!r} {problem}")
+
+
+async def _rls_begin(conn: "_Connection", values: Mapping[str, str]) -> None:
+    """BEGIN and every setting, in one simple-query round trip on a UTF8 connection.
+
+    asyncpg sends query text as UTF-8 whatever client_encoding says, so client-side quoting is
+    safe only when the server reads it as UTF-8: under SJIS, GBK or BIG5 a UTF-8 byte read as a
+    lead byte swallows the backslash after it, which opens the literal (SQL injection). Any
+    other encoding (set by `init`, a URL option or a SET) gets bind parameters, which asyncpg
+    encodes in the connection's encoding: one round trip more.
+    """
+    if conn.get_settings().client_encoding == "UTF8":
+        try:
+            await conn.execute(_rls_begin_sql(values))
+        except UnicodeEncodeError:  # a lone surrogate (from JSON, say): not sent, no text holds it
+            name = next(n for n, v in values.items() if not _encodes(v, "utf-8"))
+            raise _bad_value(name, "has a lone surrogate, which PostgreSQL text cannot hold") from None
+        return
+    import asyncpg
+
+    await conn.execute("BEGIN")
+    if not values:
+        return
+    calls = ", ".join(f"set_config(${i}, ${i + 1}, true)" for i in range(1, 2 * len(values), 2))
+    try:
+        await conn.execute(f"SELECT {calls}", *itertools.chain.from_iterable(values.items()))
+    except asyncpg.DataError as exc:
+        if not isinstance(exc.__cause__, UnicodeEncodeError):
+            raise
+        # asyncpg could not encode a value, so nothing was sent; the error holds the value.
+        name = next(n for n, v in values.items() if v == exc.__cause__.object)
+        encoding = conn.get_settings().client_encoding
+        raise _bad_value(name, f"has a character that client_encoding {encoding} cannot represent") from None
+
+
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _rls_begin_sql(values: Mapping[str, str]) -> str:
+    """`BEGIN; SELECT set_config(...), ...` with every name and value quoted."""
+    if not values:
+        return "BEGIN"
+    calls = (
+        f"set_config({_quote_literal(name)}, {_quote_literal(value)}, true)" for name, value in values.items()
+    )
+    return "BEGIN; SELECT " + ", ".join(calls)
 
 
 def _quote_literal(value: str) -> str:
-    """A PostgreSQL string literal for `value`, valid whatever standard_conforming_strings says.
+    """A PostgreSQL string literal for `value` (never NUL, checked before), valid whatever
+    standard_conforming_strings and backslash_quote say, when the server reads it as UTF-8.
 
     An E'' literal always treats backslash as an escape, so doubling backslashes and quotes is
-    all it takes; NUL is the one character PostgreSQL text cannot hold.
+    all it takes.
     """
-    if "\x00" in value:
-        raise ConfigError("an RLS setting value contains a NUL character, which PostgreSQL text cannot hold")
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 

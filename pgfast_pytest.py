@@ -180,7 +180,7 @@ class _Loops:
         """Roll back and reset `conn`; keep it for the next test if the loop is shared."""
         state = self.state(test)
         try:
-            await conn.execute(f"ROLLBACK; {pgfast._RESET_SQL}")
+            await conn.execute(f"ROLLBACK; {conn.get_reset_query()}")
         except Exception:
             conn.terminate()
             return

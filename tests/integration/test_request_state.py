@@ -1,0 +1,156 @@
+"""Session state a request leaves on its connection never reaches the next request.
+
+The RLS dependency sends the pool's reset with its COMMIT when it gives the connection back
+right there. When get_db_connection shares that connection, a StreamingResponse body, a
+BackgroundTasks task or a dependency's teardown may use it after the COMMIT: then the
+connection must stay until the request ends and go through the pool's own reset. Each test
+runs on a pool of one connection, so the next request gets the very same backend.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import BackgroundTasks, Depends, FastAPI
+from fastapi.responses import StreamingResponse
+
+import pgfast
+
+pytestmark = pytest.mark.asyncio
+
+
+async def leave_state_behind(conn: Any) -> None:
+    """A session setting, a session advisory lock and an open transaction."""
+    await conn.execute("SET app.sticky = 'x'")
+    await conn.execute("SELECT pg_advisory_lock(42)")
+    await conn.execute("BEGIN")
+
+
+def leaky_app(url: str, ran: list[str]) -> FastAPI:
+    config = pgfast.DatabaseConfig(url=url, min_connections=1, max_connections=1, timeout=5)
+    app = FastAPI(lifespan=pgfast.create_lifespan(config))
+    rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": "acme"})
+
+    async def leave(conn: Any, where: str) -> None:
+        await leave_state_behind(conn)
+        ran.append(where)
+
+    def stream(conn: Any) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"start "
+            await leave(conn, "stream")
+            yield b"done"
+
+        return StreamingResponse(body())
+
+    @app.get("/stream/rls-first")
+    async def stream_rls_first(
+        secured: Any = Depends(rls), conn: Any = Depends(pgfast.get_db_connection)
+    ) -> StreamingResponse:
+        return stream(conn)
+
+    @app.get("/stream/plain-first")
+    async def stream_plain_first(
+        conn: Any = Depends(pgfast.get_db_connection), secured: Any = Depends(rls)
+    ) -> StreamingResponse:
+        return stream(conn)
+
+    @app.get("/background/rls-first")
+    async def background_rls_first(
+        tasks: BackgroundTasks, secured: Any = Depends(rls), conn: Any = Depends(pgfast.get_db_connection)
+    ) -> str:
+        tasks.add_task(leave, conn, "background")
+        return "done"
+
+    @app.get("/background/plain-first")
+    async def background_plain_first(
+        tasks: BackgroundTasks, conn: Any = Depends(pgfast.get_db_connection), secured: Any = Depends(rls)
+    ) -> str:
+        tasks.add_task(leave, conn, "background")
+        return "done"
+
+    async def teardown_leaves_state(conn: Any = Depends(pgfast.get_db_connection)) -> AsyncIterator[None]:
+        yield
+        await leave(conn, "teardown")
+
+    @app.get("/teardown/rls-first")
+    async def teardown_rls_first(
+        secured: Any = Depends(rls), _: None = Depends(teardown_leaves_state)
+    ) -> str:
+        return "done"
+
+    @app.get("/teardown/plain-first")
+    async def teardown_plain_first(
+        _: None = Depends(teardown_leaves_state), secured: Any = Depends(rls)
+    ) -> str:
+        return "done"
+
+    @app.get("/look")
+    async def look(conn: Any = Depends(pgfast.get_db_connection)) -> dict[str, Any]:
+        return {
+            "pid": await conn.fetchval("SELECT pg_backend_pid()"),
+            "sticky": await conn.fetchval("SELECT current_setting('app.sticky', true)"),
+            "advisory_locks": await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42"
+            ),
+            # what the server said in its last ReadyForQuery
+            "in_transaction": conn.is_in_transaction(),
+        }
+
+    @app.get("/pid")
+    async def pid(secured: Any = Depends(rls)) -> int:
+        return int(await secured.fetchval("SELECT pg_backend_pid()"))
+
+    return app
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def _url_of(pool: asyncpg.Pool) -> str:
+    return str(pool._connect_args[0])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("order", ["rls-first", "plain-first"])
+@pytest.mark.parametrize("where", ["stream", "background", "teardown"])
+async def test_state_left_after_the_rls_commit_does_not_reach_the_next_request(
+    isolated_db: asyncpg.Pool, where: str, order: str
+) -> None:
+    ran: list[str] = []
+    app = leaky_app(_url_of(isolated_db), ran)
+    async with serve(app) as client:
+        before = (await client.get("/pid")).json()
+        response = await client.get(f"/{where}/{order}")
+        after = (await client.get("/look")).json()
+        # the app's one connection is idle in its pool now
+        idle_in_transaction = await isolated_db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state LIKE 'idle in transaction%'"
+        )
+    assert response.status_code == 200, response.text
+    assert ran == [where]  # the state was really left behind, on the connection the RLS used
+    assert after == {"pid": before, "sticky": "", "advisory_locks": 0, "in_transaction": False}
+    assert idle_in_transaction == 0
+
+
+async def test_rls_alone_still_sends_the_reset_with_its_commit(isolated_db: asyncpg.Pool) -> None:
+    """The shortcut is kept where it is safe: one round trip for COMMIT and reset, none at release."""
+    app = leaky_app(_url_of(isolated_db), [])
+    async with serve(app) as client:
+        pid = (await client.get("/pid")).json()
+        queries = []
+        for _ in range(2):
+            await client.get("/pid")
+            queries.append(
+                await isolated_db.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+            )
+    # the last statement the backend ran is the fused COMMIT and reset, not a separate reset
+    assert all(q.startswith("SELECT 1; COMMIT; SELECT pg_advisory_unlock_all();") for q in queries), queries
