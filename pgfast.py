@@ -30,6 +30,7 @@ import functools
 import graphlib
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import os
