@@ -57,7 +57,6 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 # the rest of the module, and `pgfast --help` or `pgfast schema status` should start fast.
 if TYPE_CHECKING:
     import asyncio
-    import decimal
     import subprocess
 
     import asyncpg
@@ -908,8 +907,9 @@ async def _commit(conn: "_Connection", *, reset: bool) -> None:
         raise PgfastError("the request's transaction had failed and was rolled back at COMMIT") from None
 
 
-def _rls_values(settings: Mapping[str, object], allowed: frozenset[str]) -> dict[str, str]:
-    """Every setting's name checked and its value as the text PostgreSQL will hold."""
+def _rls_values(settings: Mapping[str, object], allowed: frozenset[str]) -> dict[str, "_Value"]:
+    """Every setting's name checked, and its value as text (with the type PostgreSQL should read
+    it as, for floats and decimals, so that PostgreSQL prints them its own way)."""
     if not isinstance(settings, Mapping):
         raise ConfigError(
             f"the RLS settings provider returned {type(settings).__name__}; it must return a dict "
@@ -922,78 +922,39 @@ def _rls_values(settings: Mapping[str, object], allowed: frozenset[str]) -> dict
                 f"RLS setting {name!r} refused: only custom dotted names like 'app.tenant_id' are "
                 "allowed; name built-in settings in create_rls_dependency(allow_settings=...)"
             )
-        text = str.__str__(value) if isinstance(value, str) else _setting_text(name, value)
+        text, cast = (str.__str__(value), "") if isinstance(value, str) else _setting_text(name, value)
         if "\x00" in text:  # request data, most likely: the client's mistake, not the app's
             raise _bad_value(name, "contains a NUL character, which PostgreSQL text cannot hold")
-        values[name] = text
+        values[name] = (text, cast)
     return values
 
 
-def _setting_text(name: str, value: object) -> str:
-    """A non-str setting value as PostgreSQL prints it (bool before int: it is one)."""
+# A setting value: its text and the cast after which PostgreSQL prints it as its own output
+# (`::float8::text`), or "" for text that is already that.
+_Value = tuple[str, str]
+
+
+def _setting_text(name: str, value: object) -> _Value:
+    """A non-str setting value (bool before int: it is one). A float or Decimal is sent as the
+    exact text Python reads back and cast by PostgreSQL, which then prints it as float8/numeric
+    output does; rendering those the server's way in Python would be a page of code."""
     import decimal
     import uuid
 
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return ("true" if value else "false"), ""
     if isinstance(value, int):
-        return int.__repr__(value)
+        return int.__repr__(value), ""
     if isinstance(value, float):
-        return _float_text(value)
+        return float.__repr__(value).replace("inf", "Infinity").replace("nan", "NaN"), "::float8::text"
     if isinstance(value, decimal.Decimal):
-        return _decimal_text(value)
+        return str(value), "::numeric::text"
     if isinstance(value, uuid.UUID):
-        return str(value)
+        return str(value), ""
     raise ConfigError(
         f"RLS setting {name!r} has a value of type {type(value).__name__}; the settings provider "
         "must return str, int, float, decimal.Decimal, uuid.UUID or bool values"
     )
-
-
-def _float_text(value: float) -> str:
-    """`value` as float8 output prints it: the fewest digits that read back as `value`
-    strictly (PostgreSQL's Ryu takes no value on the rounding boundary, where Python's repr
-    may: 1.1269267840225261e+17, not ...226e+17), in exponent form below 1e-4 and from 1e15.
-
-    Known gap: at some exact powers of two (2**-24, 2**-1017) Ryu's digits differ from these
-    in the last place; both read back as the same float.
-    """
-    import decimal
-    import fractions
-    import math
-
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    exact = fractions.Fraction(value)
-    below, above = math.nextafter(value, -math.inf), math.nextafter(value, math.inf)
-    down = exact - fractions.Fraction(below) if math.isfinite(below) else None
-    up = fractions.Fraction(above) - exact if math.isfinite(above) else None
-    low, high = exact - (down or up or 0) / 2, exact + (up or down or 0) / 2  # at +-max: gaps equal
-    for places in range(17):  # 17 significant digits always suffice
-        text = f"{value:.{places}e}"  # the nearest decimal with places + 1 digits
-        if low < fractions.Fraction(text) < high:
-            break
-    number = decimal.Decimal(text).normalize()
-    sign, digits, exponent = number.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    scientific = len(digits) + exponent - 1
-    if value == 0 or -4 <= scientific < 15:
-        return format(number, "f")
-    mantissa = "".join(map(str, digits))
-    mantissa = mantissa[0] + ("." + mantissa[1:] if len(mantissa) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}e{scientific:+03d}"
-
-
-def _decimal_text(value: "decimal.Decimal") -> str:
-    """`value` as numeric output prints it: never an exponent, trailing zeros kept, no -0."""
-    if value.is_nan():
-        return "NaN"
-    if value.is_infinite():
-        return "Infinity" if value > 0 else "-Infinity"
-    text = format(value, "f")
-    return text.removeprefix("-") if value.is_zero() else text
 
 
 def _bad_value(name: str, problem: str) -> Any:
@@ -1002,7 +963,7 @@ def _bad_value(name: str, problem: str) -> Any:
     return HTTPException(status_code=400, detail=f"RLS setting {name!r} {problem}")
 
 
-async def _rls_begin(conn: "_Connection", values: Mapping[str, str]) -> None:
+async def _rls_begin(conn: "_Connection", values: Mapping[str, _Value]) -> None:
     """BEGIN and every setting, in one simple-query round trip on a UTF8 connection.
 
     asyncpg sends query text as UTF-8 whatever client_encoding says, so client-side quoting is
@@ -1015,7 +976,7 @@ async def _rls_begin(conn: "_Connection", values: Mapping[str, str]) -> None:
         try:
             await conn.execute(_rls_begin_sql(values))
         except UnicodeEncodeError:  # a lone surrogate (from JSON, say): not sent, no text holds it
-            name = next(n for n, v in values.items() if not _encodes(v, "utf-8"))
+            name = next(n for n, (v, _cast) in values.items() if not _encodes(v, "utf-8"))
             raise _bad_value(name, "has a lone surrogate, which PostgreSQL text cannot hold") from None
         return
     import asyncpg
@@ -1023,14 +984,18 @@ async def _rls_begin(conn: "_Connection", values: Mapping[str, str]) -> None:
     await conn.execute("BEGIN")
     if not values:
         return
-    calls = ", ".join(f"set_config(${i}, ${i + 1}, true)" for i in range(1, 2 * len(values), 2))
+    calls = ", ".join(
+        f"set_config(${2 * i + 1}, ${2 * i + 2}{cast}, true)"
+        for i, (_text, cast) in enumerate(values.values())
+    )
+    arguments = itertools.chain.from_iterable((name, text) for name, (text, _cast) in values.items())
     try:
-        await conn.execute(f"SELECT {calls}", *itertools.chain.from_iterable(values.items()))
+        await conn.execute(f"SELECT {calls}", *arguments)
     except asyncpg.DataError as exc:
         if not isinstance(exc.__cause__, UnicodeEncodeError):
             raise
         # asyncpg could not encode a value, so nothing was sent; the error holds the value.
-        name = next(n for n, v in values.items() if v == exc.__cause__.object)
+        name = next(n for n, (v, _cast) in values.items() if v == exc.__cause__.object)
         encoding = conn.get_settings().client_encoding
         raise _bad_value(name, f"has a character that client_encoding {encoding} cannot represent") from None
 
@@ -1043,12 +1008,13 @@ def _encodes(text: str, encoding: str) -> bool:
     return True
 
 
-def _rls_begin_sql(values: Mapping[str, str]) -> str:
+def _rls_begin_sql(values: Mapping[str, _Value]) -> str:
     """`BEGIN; SELECT set_config(...), ...` with every name and value quoted."""
     if not values:
         return "BEGIN"
     calls = (
-        f"set_config({_quote_literal(name)}, {_quote_literal(value)}, true)" for name, value in values.items()
+        f"set_config({_quote_literal(name)}, {_quote_literal(text)}{cast}, true)"
+        for name, (text, cast) in values.items()
     )
     return "BEGIN; SELECT " + ", ".join(calls)
 
