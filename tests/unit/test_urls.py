@@ -206,7 +206,11 @@ def test_unparsable_host_part_is_refused_without_echoing_it() -> None:
             "postgresql://postgres@/pgfast_x?host=/tmp/sock&port=5433",
         ),
         ("postgresql://u:pw@h1:5432,h2:5433/app", "h1:5432,h2:5433/app", None),
-        ("postgres://[::1]:6000/app?dbname=app", "[::1]:6000/app", "postgres://[::1]:6000/pgfast_x?dbname=pgfast_x"),
+        (
+            "postgres://[::1]:6000/app?dbname=app",
+            "[::1]:6000/app",
+            "postgres://[::1]:6000/pgfast_x?dbname=pgfast_x",
+        ),
     ],
 )
 def test_socket_and_multi_host_urls_are_accepted_described_and_repointed(
