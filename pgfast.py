@@ -2022,6 +2022,8 @@ class EmbeddedPostgres:
         self.base = _tmpfs_dir()
         self.root = self.base / f"pgfast-pg-{self.run_id}"
         self._owner = _server_user()
+        # Remembered at acquire(): the pid file goes with the directory if someone deletes it.
+        self._postmaster: int | None = None
 
     @property
     def url(self) -> str:
@@ -2042,7 +2044,25 @@ class EmbeddedPostgres:
                     raise
             (self.root / "users").mkdir(exist_ok=True)
             (self.root / "users" / str(os.getpid())).touch()
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self._postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
         return self.url
+
+    def check(self) -> None:
+        """Raise DatabaseUnavailableError if the data directory is gone, having stopped the server.
+
+        PostgreSQL itself only notices a deleted data directory up to a minute later, and
+        meanwhile answers every query with a missing-file error.
+        """
+        if (self.root / "data").is_dir():
+            return
+        _stop_server(self.root, self._postmaster)
+        server = f" (pid {self._postmaster})" if self._postmaster else ""
+        raise DatabaseUnavailableError(
+            f"the embedded PostgreSQL's data directory {self.root / 'data'} was deleted while the tests "
+            f"ran (by a clean-up of {self.base}?); its server{server} is stopped. Run the tests again; "
+            "to keep the server out of such clean-ups, set TEST_DATABASE_URL to a server of your own"
+        )
 
     def release(self) -> None:
         """Leave the server; the last process to leave stops it and removes its files."""
@@ -2050,7 +2070,7 @@ class EmbeddedPostgres:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "users" / str(os.getpid())).unlink()
             if not _live_users(self.root):
-                _stop_server(self.root)
+                _stop_server(self.root, self._postmaster)
                 # The run is over, nobody joins it any more: its lock file can go too.
                 (self.base / f"pgfast-pg-{self.run_id}.lock").unlink(missing_ok=True)
 
@@ -2229,23 +2249,37 @@ def _live_users(root: Path) -> list[int]:
     return [pid for pid in pids if _pid_alive(pid)]
 
 
-def _stop_server(root: Path) -> None:
+def _stop_server(root: Path, postmaster: int | None = None) -> None:
+    """Stop the server of `root` and remove its files.
+
+    The server is the one its pid file names, else `postmaster` (a pid remembered at start:
+    the pid file is gone with a deleted directory).
+    """
     import shutil
     import signal
 
-    pidfile = root / "data" / "postmaster.pid"  # removed by the server as it exits
     with contextlib.suppress(OSError, ValueError, IndexError):
-        postmaster = int(pidfile.read_text().split()[0])
-        with contextlib.suppress(FileNotFoundError):  # no /proc (not Linux): trust the pid file
-            if str(root) not in Path(f"/proc/{postmaster}/cmdline").read_text(errors="replace"):
-                raise ProcessLookupError  # a stale pid file; that pid is somebody else's now
-        os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: its data is thrown away anyway
-        deadline = time.monotonic() + 20
-        while pidfile.exists() and _pid_alive(postmaster) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        if pidfile.exists() and _pid_alive(postmaster):
-            os.kill(postmaster, signal.SIGKILL)
+        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+    if postmaster and _serves(postmaster, root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: its data is thrown away anyway
+            deadline = time.monotonic() + 20
+            while _serves(postmaster, root) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if _serves(postmaster, root):
+                os.kill(postmaster, signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _serves(pid: int, root: Path) -> bool:
+    """Whether `pid` is a live postmaster of `root`'s data (a pid file may be stale, a pid reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except FileNotFoundError:  # no such process, or no /proc (not Linux): trust the pid
+        return not Path("/proc/self").exists() and _pid_alive(pid)
+    except OSError:
+        return False
+    return f"\0{root / 'data'}\0" in cmdline  # empty for a zombie
 
 
 def _stop_orphaned_servers(base: Path, keep: Path) -> None:
