@@ -2733,13 +2733,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _admin_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    variable = "TEST_DATABASE_URL" if os.environ.get("TEST_DATABASE_URL") else "DATABASE_URL"
+    url = os.environ.get(variable)
     if not url:
         raise ConfigError(
             "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create databases, "
             f"e.g. {DEFAULT_URL_FOR_TESTS}"
         )
-    _check_url(url, "TEST_DATABASE_URL")
+    _check_url(url, variable)
     return url
 
 
