@@ -409,8 +409,9 @@ def database_url(url: str, database: str) -> str:
 
 def _describe_target(url: str) -> str:
     """`host:port/database` of a URL (each host, for several), with the defaults libpq would use."""
-    # From the masked URL: what an ambiguous one holds between '://' and its last '@' is not shown.
-    netloc, after = _split_netloc(mask_url(url).partition("://")[2])
+    netloc, after = _split_netloc(url.partition("://")[2])
+    if "@" in after:  # ambiguous: what it holds between '://' and its last '@' is not shown
+        netloc, after = _split_netloc(mask_url(url).partition("://")[2])
     query = dict(parse_qsl(after.partition("?")[2]))
     default_port = query.get("port") or os.environ.get("PGPORT") or "5432"
     hosts = [(unquote(h), p) for h, p in _hosts(netloc) if h] or [

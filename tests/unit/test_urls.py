@@ -206,6 +206,7 @@ def test_unparsable_host_part_is_refused_without_echoing_it() -> None:
             "postgresql://postgres@/pgfast_x?host=/tmp/sock&port=5433",
         ),
         ("postgresql://u:pw@h1:5432,h2:5433/app", "h1:5432,h2:5433/app", None),
+        ("postgresql://u@/app?password=pw&host=/tmp/sock&port=5433", "/tmp/sock:5433/app", None),
         (
             "postgres://[::1]:6000/app?dbname=app",
             "[::1]:6000/app",
