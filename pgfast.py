@@ -51,7 +51,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 # asyncio, asyncpg and FastAPI are imported where they are used: together they cost more than
 # the rest of the module, and `pgfast --help` or `pgfast schema status` should start fast.
@@ -157,6 +157,14 @@ _LEADING_COMMENTS: Final = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _CONCURRENT_INDEX: Final = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[^\s(]+)?",
     re.IGNORECASE,
+)
+_KEY_VALUE: Final = re.compile(r"\s*[A-Za-z_]+\s*=")  # libpq's "host=... password=..." form
+# A raw '&' or '#' may be part of a query's password: mask up to the end.
+_URL_PASSWORD: Final = re.compile(r"(?P<key>[?&](?:ssl)?password=)(?P<value>.*)", re.IGNORECASE | re.DOTALL)
+# A password in key=value form: quoted (with \' escapes), else up to the end (a raw space or
+# "x=" may be part of it).
+_KV_PASSWORD: Final = re.compile(
+    r"(?P<key>\b(?:ssl)?password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|.*)", re.IGNORECASE | re.DOTALL
 )
 # Directories that auto-discovery never walks into (besides hidden ones and virtualenvs).
 _PRUNED_DIRS: Final = frozenset({"site-packages", "dist-packages", "node_modules", "__pycache__"})
@@ -334,6 +342,8 @@ class DatabaseConfig:
             raise ConfigError(
                 "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME"
             )
+        if "url" not in overrides:
+            _check_url(values["url"], "DATABASE_URL")
         return cls(**values)
 
     @classmethod
@@ -368,56 +378,149 @@ class DatabaseConfig:
 
 
 def mask_url(url: str) -> str:
-    """Return `url` with any password replaced by `***`, for logs and messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = parts.query
-    if "password" in query.lower():
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """Return `url` with any password replaced by `***`, for logs and messages.
+
+    Also masks `password=` in a query or a key=value connection string. Where the URL is
+    ambiguous (an `@` after the host part: a password holding a raw `/`, `?` or `#`), everything
+    between the user name and the last `@` is masked.
+    """
+    if _KEY_VALUE.match(url):
+        return _KV_PASSWORD.sub(r"\g<key>***", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # e.g. postgresql:/u:pw@h: keep only the host
+        return "***@" + url.rpartition("@")[2] if "@" in url else url
+    rest = _URL_PASSWORD.sub(r"\g<key>***", rest)  # first: its value may hold an '@'
+    netloc, after = _split_netloc(rest)
+    if "@" in after:
+        userinfo, _, hosts = rest.rpartition("@")
+        user = userinfo.partition(":")[0]
+        shown = f"{user}:" if ":" in userinfo and not any(c in user for c in "/?#@") else ""
+        rest = f"{shown}***@{hosts}"
+    elif "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}{colon and ':***'}@{hosts}{after}"
+    return f"{scheme}://{rest}"
 
 
 def _check_url(url: object, where: str) -> None:
     if not isinstance(url, str) or not url:
         raise ConfigError(f"{where} is empty; use postgresql://USER@HOST:5432/DBNAME")
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in ("postgres", "postgresql"):
+    scheme, sep, rest = url.partition("://")
+    if _KEY_VALUE.match(url):
+        raise ConfigError(
+            f"{where}={mask_url(url)!r} is a key=value connection string; pgfast takes URLs: "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (percent-encode the password with "
+            "urllib.parse.quote(password, safe=''))"
+        )
+    if not sep or scheme not in ("postgres", "postgresql"):
         raise ConfigError(
             f"{where}={mask_url(url)!r} is not a PostgreSQL URL; "
             "it must start with postgresql:// or postgres://"
         )
+    netloc, after = _split_netloc(rest)
+    # asyncpg takes the host part up to the first '/', '?' or '#', and the user name and
+    # password up to its first '@': a password holding any of them would send the rest of it
+    # to the wrong place (and into messages as a host or database name).
+    if "@" in after or netloc.count("@") > 1:
+        raise ConfigError(
+            f"{where}={mask_url(url)!r} has a raw '@', '/', '?' or '#' in its user name or password, "
+            "or an '@' after its host; percent-encode the password with "
+            "urllib.parse.quote(password, safe='') (and write '@' elsewhere as %40)"
+        )
+    if "#" in after:
+        raise ConfigError(f"{where}={mask_url(url)!r} has a '#', which ends a URL; percent-encode it as %23")
+    try:  # what asyncpg parses it with; its message would quote the host part, password and all
+        query = urlsplit(url).query
+    except ValueError:
+        raise ConfigError(
+            f"{where}={mask_url(url)!r} cannot be parsed as a URL: a '[' or ']' outside an IPv6 address, "
+            "or a character that Unicode normalizes to one of / ? # @ :, in its host part; "
+            "percent-encode the user name and password with urllib.parse.quote(password, safe='')"
+        ) from None
     try:
-        _ = urlsplit(url).port  # parsing the port is what validates it
-    except ValueError as exc:
-        raise ConfigError(f"{where}={mask_url(url)!r} has an invalid port: {exc}") from exc
+        options = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:  # its message quotes the field, which may be part of a password
+        raise ConfigError(
+            f"{where}={mask_url(url)!r} has a query that is not key=value pairs joined by '&'; "
+            "percent-encode '&' and '=' inside values (%26, %3D)"
+        ) from None
+    ports = [p for _, p in _hosts(netloc)] + [
+        p for key, value in options if key == "port" for p in value.split(",")
+    ]
+    for port in ports:
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(
+                f"{where}={mask_url(url)!r} has an invalid port {port!r}; use a number from 1 to 65535"
+            )
 
 
 def database_url(url: str, database: str) -> str:
     """`url` pointed at another database on the same server (user, password, options kept)."""
-    parts = urlsplit(url)
-    query = [(k, database if k == "dbname" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(
-        (parts.scheme, parts.netloc, "/" + database, urlencode(query, safe="/"), parts.fragment)
-    )
+    scheme, _, rest = url.partition("://")
+    netloc, after = _split_netloc(rest)
+    query = [
+        (k, database if k in ("dbname", "database") else v)
+        for k, v in parse_qsl(after.partition("?")[2], keep_blank_values=True)
+    ]
+    # Built by hand: urlunsplit drops the '//' of a URL with no host (a Unix socket in ?host=).
+    path = "/" + quote(database, safe="")
+    return f"{scheme}://{netloc}{path}" + (f"?{urlencode(query, safe='/')}" if query else "")
 
 
 def _describe_target(url: str) -> str:
-    """`host:port/database` of a URL, with the defaults libpq would use."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    host = parts.hostname or query.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = parts.port or query.get("port") or os.environ.get("PGPORT") or 5432
-    database = unquote(parts.path.lstrip("/")) or query.get("dbname") or parts.username or "postgres"
-    return f"{host}:{port}/{database}"
+    """`host:port/database` of a URL (each host, for several), with the defaults libpq would use."""
+    netloc, after = _split_netloc(url.partition("://")[2])
+    if "@" in after:  # ambiguous: what it holds between '://' and its last '@' is not shown
+        netloc, after = _split_netloc(mask_url(url).partition("://")[2])
+    query = dict(parse_qsl(after.partition("?")[2]))
+    default_port = query.get("port") or os.environ.get("PGPORT") or "5432"
+    hosts = [(unquote(h), p) for h, p in _hosts(netloc) if h] or [
+        (h, "") for h in (query.get("host") or os.environ.get("PGHOST") or "localhost").split(",")
+    ]
+    userinfo = netloc.rpartition("@")[0]
+    database = (
+        unquote(after.partition("?")[0].lstrip("/"))
+        or query.get("dbname")
+        or unquote(userinfo.partition(":")[0])
+        or "postgres"
+    )
+    return ",".join(f"{h}:{p or default_port}" for h, p in hosts) + f"/{database}"
+
+
+def _split_netloc(rest: str) -> tuple[str, str]:
+    """The host part of what follows `://` (up to the first '/', '?' or '#') and the rest."""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    return rest[:end], rest[end:]
+
+
+def _hosts(netloc: str) -> list[tuple[str, str]]:
+    """(host, port) of each comma-separated host in a host part ('[::1]:5432' included)."""
+    found = []
+    for spec in netloc.rpartition("@")[2].split(","):
+        host, colon, port = spec.rpartition(":") if not spec.endswith("]") else (spec, "", "")
+        found.append((host, port) if colon else (spec, ""))
+    return found
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` (say, an error from asyncpg or the OS) with `url`'s password replaced by `***`."""
+    rest = url.partition("://")[2]
+    netloc, after = _split_netloc(rest)
+    userinfo = rest.rpartition("@")[0] if "@" in after else netloc.rpartition("@")[0]
+    secrets = [userinfo.partition(":")[2], netloc.rpartition("@")[0].partition(":")[2]]
+    secrets += [m["value"] for m in (*_URL_PASSWORD.finditer(url), *_KV_PASSWORD.finditer(url))]
+    secrets += [m["value"][1:-1].replace("\\'", "'") for m in _KV_PASSWORD.finditer(url)]
+    for key, value in (p.partition("=")[::2] for p in after.partition("?")[2].split("&")):
+        secrets += [value] if key.lower() in ("password", "sslpassword") else []
+    forms = {
+        s for raw in secrets for s in (raw, unquote(raw), quote(raw, safe=""), quote(unquote(raw), safe=""))
+    }
+    # Longest first, so no part of one is left behind; short ones would mask ordinary words.
+    for secret in sorted(forms, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _dirs_from_env(variable: str) -> tuple[str, ...] | None:
@@ -560,10 +663,11 @@ async def _connect(url: str, *, timeout: float = 10.0, application_name: str = "
 def _unavailable(url: str, exc: BaseException, when: str) -> DatabaseUnavailableError:
     reason = str(exc).strip() or type(exc).__name__
     detail = f" {when}" if when else ""
-    return DatabaseUnavailableError(
+    message = (
         f"cannot connect to PostgreSQL at {_describe_target(url)}{detail}: {reason} "
         f"(url {mask_url(url)}; check that the server runs and the URL is right)"
     )
+    return DatabaseUnavailableError(_scrub(message, url))  # asyncpg's or the OS's text may quote it
 
 
 # FastAPI reads a dependency's parameters from its annotations and defaults, so the functions
@@ -2663,6 +2767,8 @@ class EmbeddedPostgres:
         self.base = _tmpfs_dir()
         self.root = self.base / f"pgfast-pg-{self.run_id}"
         self._owner = _server_user()
+        # Remembered at acquire(): the pid file goes with the directory if someone deletes it.
+        self._postmaster: int | None = None
 
     @property
     def url(self) -> str:
@@ -2683,7 +2789,25 @@ class EmbeddedPostgres:
                     raise
             (self.root / "users").mkdir(exist_ok=True)
             (self.root / "users" / str(os.getpid())).touch()
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self._postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
         return self.url
+
+    def check(self) -> None:
+        """Raise DatabaseUnavailableError if the data directory is gone, having stopped the server.
+
+        PostgreSQL itself only notices a deleted data directory up to a minute later, and
+        meanwhile answers every query with a missing-file error.
+        """
+        if (self.root / "data").is_dir():
+            return
+        _stop_server(self.root, self._postmaster)
+        server = f" (pid {self._postmaster})" if self._postmaster else ""
+        raise DatabaseUnavailableError(
+            f"the embedded PostgreSQL's data directory {self.root / 'data'} was deleted while the tests "
+            f"ran (by a clean-up of {self.base}?); its server{server} is stopped. Run the tests again; "
+            "to keep the server out of such clean-ups, set TEST_DATABASE_URL to a server of your own"
+        )
 
     def release(self) -> None:
         """Leave the server; the last process to leave stops it and removes its files."""
@@ -2691,7 +2815,7 @@ class EmbeddedPostgres:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "users" / str(os.getpid())).unlink()
             if not _live_users(self.root):
-                _stop_server(self.root)
+                _stop_server(self.root, self._postmaster)
                 # The run is over, nobody joins it any more: its lock file can go too.
                 (self.base / f"pgfast-pg-{self.run_id}.lock").unlink(missing_ok=True)
 
@@ -2870,23 +2994,37 @@ def _live_users(root: Path) -> list[int]:
     return [pid for pid in pids if _pid_alive(pid)]
 
 
-def _stop_server(root: Path) -> None:
+def _stop_server(root: Path, postmaster: int | None = None) -> None:
+    """Stop the server of `root` and remove its files.
+
+    The server is the one its pid file names, else `postmaster` (a pid remembered at start:
+    the pid file is gone with a deleted directory).
+    """
     import shutil
     import signal
 
-    pidfile = root / "data" / "postmaster.pid"  # removed by the server as it exits
     with contextlib.suppress(OSError, ValueError, IndexError):
-        postmaster = int(pidfile.read_text().split()[0])
-        with contextlib.suppress(FileNotFoundError):  # no /proc (not Linux): trust the pid file
-            if str(root) not in Path(f"/proc/{postmaster}/cmdline").read_text(errors="replace"):
-                raise ProcessLookupError  # a stale pid file; that pid is somebody else's now
-        os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: its data is thrown away anyway
-        deadline = time.monotonic() + 20
-        while pidfile.exists() and _pid_alive(postmaster) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        if pidfile.exists() and _pid_alive(postmaster):
-            os.kill(postmaster, signal.SIGKILL)
+        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+    if postmaster and _serves(postmaster, root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: its data is thrown away anyway
+            deadline = time.monotonic() + 20
+            while _serves(postmaster, root) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if _serves(postmaster, root):
+                os.kill(postmaster, signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _serves(pid: int, root: Path) -> bool:
+    """Whether `pid` is a live postmaster of `root`'s data (a pid file may be stale, a pid reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except FileNotFoundError:  # no such process, or no /proc (not Linux): trust the pid
+        return not Path("/proc/self").exists() and _pid_alive(pid)
+    except OSError:
+        return False
+    return f"\0{root / 'data'}\0" in cmdline  # empty for a zombie
 
 
 def _stop_orphaned_servers(base: Path, keep: Path) -> None:
@@ -3516,13 +3654,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _admin_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    variable = "TEST_DATABASE_URL" if os.environ.get("TEST_DATABASE_URL") else "DATABASE_URL"
+    url = os.environ.get(variable)
     if not url:
         raise ConfigError(
             "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create databases, "
             f"e.g. {DEFAULT_URL_FOR_TESTS}"
         )
-    _check_url(url, "TEST_DATABASE_URL")
+    _check_url(url, variable)
     return url
 
 

@@ -43,6 +43,7 @@ __all__ = [
 
 _KEPT = pytest.StashKey[list[str]]()
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+_SERVER = pytest.StashKey[pgfast.EmbeddedPostgres]()
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,9 @@ def pgfast_server_url(pytestconfig: pytest.Config) -> Iterator[str]:
     # xdist workers of one run share its testrunuid, and so one server.
     worker = getattr(pytestconfig, "workerinput", {})
     server = pgfast.EmbeddedPostgres(worker.get("testrunuid"))
-    yield server.acquire()
+    url = server.acquire()
+    pytestconfig.stash[_SERVER] = server  # checked when a test database cannot be made
+    yield url
     server.release()
 
 
@@ -67,14 +70,40 @@ def pgfast_config(pytestconfig: pytest.Config, pgfast_server_url: str) -> pgfast
 
 @pytest.fixture(scope="session")
 def _pgfast_databases(
-    pytestconfig: pytest.Config, pgfast_config: pgfast.DatabaseConfig
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config, pgfast_config: pgfast.DatabaseConfig
 ) -> Iterator[pgfast.IsolatedDatabases]:
     # Sync and session-scoped: the manager runs its own event loop, independent of any test's.
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
     prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
-    with pgfast.IsolatedDatabases(pgfast_config.url, migrations, fixtures, prewarm=prewarm) as databases:
+    databases = pgfast.IsolatedDatabases(pgfast_config.url, migrations, fixtures, prewarm=prewarm)
+    try:
+        databases.start()
+    except pgfast.PgfastError:
+        _stop_if_server_lost(request.session)
+        raise
+    try:
         yield databases
+    finally:
+        databases.close()
+
+
+def _stop_if_server_lost(session: pytest.Session) -> None:
+    """End the run with one message if the embedded server's data directory was deleted (else
+    every later test would fail on its own, each with a traceback)."""
+    server = session.config.stash.get(_SERVER, None)
+    if server is None:
+        return
+    try:
+        server.check()
+    except pgfast.DatabaseUnavailableError as exc:
+        message = f"pgfast: {exc}"
+        if not hasattr(session.config, "workerinput"):
+            pytest.exit(message, returncode=pytest.ExitCode.INTERRUPTED)
+        # An xdist worker's pytest.exit reaches the controller as a crash, its message lost;
+        # a worker's shouldstop ends the whole run, with this message, once.
+        session.shouldstop = message
+        pytest.skip(message)
 
 
 class _LoopState:
@@ -124,9 +153,12 @@ class _Loops:
     db_transaction keeps its connection from one test to the next.
     """
 
-    def __init__(self, databases: pgfast.IsolatedDatabases, config: pgfast.DatabaseConfig) -> None:
+    def __init__(
+        self, databases: pgfast.IsolatedDatabases, config: pgfast.DatabaseConfig, session: pytest.Session
+    ) -> None:
         self.databases = databases
         self.config = config
+        self.session = session
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -140,8 +172,12 @@ class _Loops:
             state.shared = True
         return state
 
+    def stop_if_server_lost(self) -> None:
+        _stop_if_server_lost(self.session)
+
     async def pool(self, test: pytest.Item, fixtures: bool) -> tuple[str, asyncpg.Pool]:
         """A pool on a new migrated database: the one connected ahead, if there is one."""
+        self.stop_if_server_lost()
         state = self.state(test)
         spare = state.spares.pop(fixtures, None)
         result = None
@@ -156,24 +192,34 @@ class _Loops:
         return result
 
     async def open_pool(self, fixtures: bool) -> tuple[str, asyncpg.Pool]:
-        name = await self.databases.create(fixtures=fixtures)
+        try:
+            name = await self.databases.create(fixtures=fixtures)
+        except Exception:
+            self.stop_if_server_lost()
+            raise
         # One connection up front: most tests never need a second.
         config = dataclasses.replace(self.config, url=self.databases.url(name), min_connections=1)
         try:
             return name, await pgfast.create_pool(config)
         except BaseException:
             self.databases.release(name)
+            self.stop_if_server_lost()
             raise
         finally:
             self.databases.refill()  # the test now runs: a good time for background work
 
     async def connection(self, test: pytest.Item) -> asyncpg.Connection:
         """A connection to the shared database: the previous test's, on a shared loop."""
+        self.stop_if_server_lost()
         state = self.state(test)
         conn, state.connection = state.connection, None
         if conn is None or conn.is_closed():
-            name = await self.databases.shared()
-            conn = await asyncpg.connect(self.databases.url(name), statement_cache_size=0)
+            try:
+                name = await self.databases.shared()
+                conn = await asyncpg.connect(self.databases.url(name), statement_cache_size=0)
+            except Exception:
+                self.stop_if_server_lost()
+                raise
         return conn
 
     async def give_back(self, test: pytest.Item, conn: asyncpg.Connection) -> None:
@@ -193,9 +239,11 @@ class _Loops:
 
 @pytest.fixture(scope="session")
 def _pgfast_loops(
-    _pgfast_databases: pgfast.IsolatedDatabases, pgfast_config: pgfast.DatabaseConfig
+    request: pytest.FixtureRequest,
+    _pgfast_databases: pgfast.IsolatedDatabases,
+    pgfast_config: pgfast.DatabaseConfig,
 ) -> "_Loops":
-    return _Loops(_pgfast_databases, pgfast_config)
+    return _Loops(_pgfast_databases, pgfast_config, request.session)
 
 
 class _PoolFactory:
