@@ -1081,7 +1081,7 @@ async def _rls_begin(conn: "_Connection", values: Mapping[str, _Value]) -> None:
             await conn.execute(_rls_begin_sql(values))
         except UnicodeEncodeError:  # a lone surrogate (from JSON, say): not sent, no text holds it
             name = next(n for n, (v, _cast) in values.items() if not _encodes(v, "utf-8"))
-            raise _bad_value(name, "has a lone surrogate, which PostgreSQL text cannot hold") from None
+            raise _bad_value(name, _unencodable(values[name][0], "UTF8")) from None
         return
     import asyncpg
 
@@ -1093,15 +1093,32 @@ async def _rls_begin(conn: "_Connection", values: Mapping[str, _Value]) -> None:
         for i, (_text, cast) in enumerate(values.values())
     )
     arguments = itertools.chain.from_iterable((name, text) for name, (text, _cast) in values.items())
+    encoding = conn.get_settings().client_encoding
     try:
         await conn.execute(f"SELECT {calls}", *arguments)
-    except asyncpg.DataError as exc:
-        if not isinstance(exc.__cause__, UnicodeEncodeError):
+    except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+        # Python's codec wrote bytes the server's decoder refuses (JOHAB, for one), so nothing was
+        # set; ask the server value by value which one it is, to name it (the error path only).
+        await conn.execute("ROLLBACK")
+        for name, (text, _cast) in values.items():
+            try:
+                await conn.fetchval("SELECT $1::text", text)
+            except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+                raise _bad_value(name, _unencodable(text, encoding)) from None
+        raise
+    except (asyncpg.DataError, UnicodeEncodeError) as exc:
+        cause = exc if isinstance(exc, UnicodeEncodeError) else exc.__cause__
+        if not isinstance(cause, UnicodeEncodeError):
             raise
         # asyncpg could not encode a value, so nothing was sent; the error holds the value.
-        name = next(n for n, (v, _cast) in values.items() if v == exc.__cause__.object)
-        encoding = conn.get_settings().client_encoding
-        raise _bad_value(name, f"has a character that client_encoding {encoding} cannot represent") from None
+        name = next(n for n, (v, _cast) in values.items() if v == cause.object)
+        raise _bad_value(name, _unencodable(cause.object, encoding)) from None
+
+
+def _unencodable(text: str, encoding: str) -> str:
+    if not _encodes(text, "utf-8"):
+        return "has a lone surrogate, which PostgreSQL text cannot hold"
+    return f"has a character that client_encoding {encoding} cannot represent"
 
 
 def _encodes(text: str, encoding: str) -> bool:
