@@ -20,18 +20,27 @@ import dataclasses
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 import pgfast
 
-# Fixtures only (the private one included): a conftest star import must not bring the hooks.
+try:
+    import pytest_asyncio
+except ImportError:  # anyio's pytest plugin runs plain async fixtures (in tests marked anyio)
+    pytest_asyncio = None  # type: ignore[assignment]
+
+# The fixtures (the private ones included) and the hooks, so that a conftest's star import
+# enables everything. Installed too, the hooks then run twice: each is written to allow that.
 __all__ = [
+    "pytest_addoption",
+    "pytest_runtest_makereport",
+    "pytest_terminal_summary",
     "_pgfast_databases",
     "_pgfast_loops",
+    "_pgfast_runner",
     "db_pool_factory",
     "db_transaction",
     "db_with_fixtures",
@@ -42,6 +51,7 @@ __all__ = [
 ]
 
 _KEPT = pytest.StashKey[list[str]]()
+_SUMMARY_SHOWN = pytest.StashKey[bool]()
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _SERVER = pytest.StashKey[pgfast.EmbeddedPostgres]()
 
@@ -104,6 +114,29 @@ def _stop_if_server_lost(session: pytest.Session) -> None:
         # a worker's shouldstop ends the whole run, with this message, once.
         session.shouldstop = message
         pytest.skip(message)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _async_fixture(function: _F) -> _F:
+    """A function-scoped async fixture for whichever runner is installed: pytest-asyncio wants
+    its own decorator (in strict mode it runs nothing else); anyio's plugin takes a plain one."""
+    if pytest_asyncio is not None:
+        return pytest_asyncio.fixture(function)  # type: ignore[return-value]
+    return pytest.fixture(function)
+
+
+@pytest.fixture
+def _pgfast_runner(request: pytest.FixtureRequest) -> None:
+    """Without pytest-asyncio, only anyio's plugin runs pgfast's async fixtures: say so in one
+    line instead of letting pytest fail on an async fixture that nothing runs."""
+    if pytest_asyncio is None and "anyio_backend" not in request.fixturenames:
+        pytest.fail(
+            "pgfast's database fixtures need an async test runner: install pytest-asyncio "
+            "(pip install 'pgfast[pytest]') or mark the test with @pytest.mark.anyio (anyio's plugin)",
+            pytrace=False,
+        )
 
 
 class _LoopState:
@@ -283,9 +316,9 @@ class _PoolFactory:
         return kept
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def db_pool_factory(
-    request: pytest.FixtureRequest, _pgfast_loops: _Loops
+    request: pytest.FixtureRequest, _pgfast_runner: None, _pgfast_loops: _Loops
 ) -> AsyncIterator[_PoolFactory]:
     """An async callable returning a pool on a new migrated database at each call."""
     factory = _PoolFactory(_pgfast_loops, request.node)
@@ -298,19 +331,19 @@ async def db_pool_factory(
             request.config.stash.setdefault(_KEPT, []).append(_pgfast_loops.databases.url(name))
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def isolated_db(db_pool_factory: _PoolFactory) -> asyncpg.Pool:
     """A pool on a fresh database holding the migrated schema; dropped after the test."""
     return await db_pool_factory()
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def db_with_fixtures(db_pool_factory: _PoolFactory) -> asyncpg.Pool:
     """Like `isolated_db`, with every SQL fixture file loaded (cloned from its own template)."""
     return await db_pool_factory(fixtures=True)
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def fixture_loader(
     isolated_db: asyncpg.Pool, _pgfast_databases: pgfast.IsolatedDatabases
 ) -> Callable[[Iterable[str | int]], Awaitable[None]]:
@@ -326,9 +359,9 @@ async def fixture_loader(
     return load
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def db_transaction(
-    request: pytest.FixtureRequest, _pgfast_loops: _Loops
+    request: pytest.FixtureRequest, _pgfast_runner: None, _pgfast_loops: _Loops
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection to one shared migrated database, inside a transaction rolled back after the test.
 
@@ -348,10 +381,15 @@ def _failed(request: pytest.FixtureRequest) -> bool:
     return any(report.failed for report in reports.values())
 
 
-# Hooks: not in __all__, so a conftest star import brings fixtures only.
+# Hooks. A star import in a conftest and the installed entry point may both register them.
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    with contextlib.suppress(ValueError):  # added already, by the other registration
+        _add_options(parser)
+
+
+def _add_options(parser: pytest.Parser) -> None:
     parser.getgroup("pgfast").addoption(
         "--pgfast-keep-failed",
         action="store_true",
@@ -371,7 +409,8 @@ def pytest_runtest_makereport(
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     kept = config.stash.get(_KEPT, [])
-    if kept:
+    if kept and not config.stash.get(_SUMMARY_SHOWN, False):
+        config.stash[_SUMMARY_SHOWN] = True
         terminalreporter.section("pgfast: databases kept for failed tests")
         for url in kept:
             terminalreporter.write_line(f"psql '{pgfast.mask_url(url)}'")
