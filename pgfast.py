@@ -2945,9 +2945,16 @@ def _find_pg_bindir() -> Path:
     import shutil
     import subprocess
 
+    tools = ("initdb", "pg_ctl", "postgres")
+    if setting := os.environ.get("PGFAST_PG_BIN"):
+        missing = [tool for tool in tools if not (Path(setting) / tool).exists()]
+        if missing:
+            raise ConfigError(
+                f"PGFAST_PG_BIN={setting!r} has no {', '.join(missing)}; point it at the bin directory "
+                "of a PostgreSQL server installation (e.g. /usr/lib/postgresql/16/bin), or unset it"
+            )
+        return Path(setting)
     candidates = []
-    if os.environ.get("PGFAST_PG_BIN"):
-        candidates.append(Path(os.environ["PGFAST_PG_BIN"]))
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             bindir = subprocess.run(
@@ -2962,7 +2969,7 @@ def _find_pg_bindir() -> Path:
     )
     candidates.extend(reversed(versions))
     for folder in candidates:
-        if all((folder / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+        if all((folder / tool).exists() for tool in tools):
             return folder
     raise PgfastError(
         "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found in PGFAST_PG_BIN, "

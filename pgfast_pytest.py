@@ -20,7 +20,7 @@ import dataclasses
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import pytest
@@ -57,7 +57,7 @@ _SERVER = pytest.StashKey[pgfast.EmbeddedPostgres]()
 
 
 @pytest.fixture(scope="session")
-def pgfast_server_url(pytestconfig: pytest.Config) -> Iterator[str]:
+def pgfast_server_url(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[str]:
     """TEST_DATABASE_URL, else the URL of an embedded PostgreSQL started for this test run."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
@@ -65,8 +65,11 @@ def pgfast_server_url(pytestconfig: pytest.Config) -> Iterator[str]:
         return
     # xdist workers of one run share its testrunuid, and so one server.
     worker = getattr(pytestconfig, "workerinput", {})
-    server = pgfast.EmbeddedPostgres(worker.get("testrunuid"))
-    url = server.acquire()
+    try:
+        server = pgfast.EmbeddedPostgres(worker.get("testrunuid"))
+        url = server.acquire()
+    except pgfast.PgfastError as exc:  # no PostgreSQL to start, say: once, not once per test
+        _stop_run(request.session, f"pgfast: {exc}")
     pytestconfig.stash[_SERVER] = server  # checked when a test database cannot be made
     yield url
     server.release()
@@ -107,13 +110,18 @@ def _stop_if_server_lost(session: pytest.Session) -> None:
     try:
         server.check()
     except pgfast.DatabaseUnavailableError as exc:
-        message = f"pgfast: {exc}"
-        if not hasattr(session.config, "workerinput"):
-            pytest.exit(message, returncode=pytest.ExitCode.INTERRUPTED)
-        # An xdist worker's pytest.exit reaches the controller as a crash, its message lost;
-        # a worker's shouldstop ends the whole run, with this message, once.
-        session.shouldstop = message
-        pytest.skip(message)
+        _stop_run(session, f"pgfast: {exc}")
+
+
+def _stop_run(session: pytest.Session, message: str) -> NoReturn:
+    """End the run with one message, where every later test would fail on its own, each with a
+    traceback."""
+    if not hasattr(session.config, "workerinput"):
+        pytest.exit(message, returncode=pytest.ExitCode.INTERRUPTED)
+    # An xdist worker's pytest.exit reaches the controller as a crash, its message lost; a
+    # worker's shouldstop ends the whole run, with this message, once.
+    session.shouldstop = message
+    pytest.skip(message)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -184,3 +184,28 @@ def test_a_server_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) 
     assert "set TEST_DATABASE_URL" in message and "Address already in use" in message
     assert time.monotonic() - started < 30  # told at once, not after the 60 s start-up deadline
     assert not server.root.exists() and not (server.base / f"{server.root.name}.lock").exists()
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_no_postgresql_to_start_stops_the_run_once_with_one_message(
+    project: Path, args: tuple[str, ...]
+) -> None:
+    # 0.9.0 repeated the error with a full traceback for every test (127 lines for 2 tests), and
+    # ignored a PGFAST_PG_BIN without binaries, starting whatever else it found.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
+        cwd=project,
+        env=env_without_server() | {"PGFAST_PG_BIN": "/nowhere/bin", "FACTS_FILE": str(project / "f")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    message = (
+        "pgfast: PGFAST_PG_BIN='/nowhere/bin' has no initdb, pg_ctl, postgres; point it at the bin "
+        "directory of a PostgreSQL server installation"
+    )
+    assert output.count(message) == 1, output
+    assert "Traceback" not in output and "passed" not in result.stdout
+    assert len(output.splitlines()) < 15, output
