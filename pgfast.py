@@ -2448,8 +2448,10 @@ class IsolatedDatabases:
         *,
         prewarm: int | None = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        on_build: "Callable[[str], contextlib.AbstractContextManager[None]] | None" = None,
     ) -> None:
         _check_url(admin_url, "admin_url")
+        self.on_build = on_build  # wraps each template build, given what is built (for progress)
         self.admin_url = admin_url
         self.migrations = order_migrations(migrations)
         self.fixtures = tuple(fixtures)
@@ -2686,7 +2688,10 @@ class IsolatedDatabases:
         ):
             done = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", kind.name)
             if not done:
-                await self._build(conn, kind, half_built=done is not None)
+                what = f"test template {kind.name} ({len(self.migrations)} migrations"
+                what += ", fixtures loaded)" if kind.source else ")"
+                with self.on_build(what) if self.on_build else contextlib.nullcontext():
+                    await self._build(conn, kind, half_built=done is not None)
                 # New migrations made this template; the project's older ones are stale now.
                 await drop_templates(conn, self.migrations, keep={self.template, self.fixtures_template})
         kind.built = True

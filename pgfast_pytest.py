@@ -17,7 +17,10 @@ pool is connected while the current test runs and db_transaction keeps its conne
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
+import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -89,7 +92,12 @@ def _pgfast_databases(
     migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
     fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
     prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
-    databases = pgfast.IsolatedDatabases(pgfast_config.url, migrations, fixtures, prewarm=prewarm)
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    on_build = functools.partial(_announce_slow_build, terminal, capture) if terminal else None
+    databases = pgfast.IsolatedDatabases(
+        pgfast_config.url, migrations, fixtures, prewarm=prewarm, on_build=on_build
+    )
     try:
         databases.start()
     except pgfast.PgfastError:
@@ -99,6 +107,31 @@ def _pgfast_databases(
         yield databases
     finally:
         databases.close()
+
+
+@contextlib.contextmanager
+def _announce_slow_build(terminal: Any, capture: Any, what: str) -> Iterator[None]:
+    """Say what the first test waits for when building a template takes over a second. (The
+    test's set-up, which waits, runs with output captured: the line goes around the capture.)"""
+    started = time.monotonic()
+    said = threading.Event()
+
+    def say(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            terminal.write_line(line)
+
+    def announce() -> None:
+        said.set()
+        say(f"pgfast: building {what}...")
+
+    timer = threading.Timer(1.0, announce)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if said.is_set():
+            say(f"pgfast: built {what} in {time.monotonic() - started:.1f}s")
 
 
 def _stop_if_server_lost(session: pytest.Session) -> None:
