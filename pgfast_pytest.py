@@ -49,7 +49,7 @@ _SERVER = pytest.StashKey[pgfast.EmbeddedPostgres]()
 @pytest.fixture(scope="session")
 def pgfast_server_url(pytestconfig: pytest.Config) -> Iterator[str]:
     """TEST_DATABASE_URL, else the URL of an embedded PostgreSQL started for this test run."""
-    url = os.environ.get("TEST_DATABASE_URL")
+    url = pgfast.test_server_url()
     if url:
         yield url
         return
@@ -263,6 +263,10 @@ class _PoolFactory:
     def name(self, pool: asyncpg.Pool) -> str:
         """The database name behind `pool`."""
         return self._pools[pool]
+
+    def url(self, pool: asyncpg.Pool) -> str:
+        """The URL of the database behind `pool` (the server's user and password)."""
+        return self._databases.url(self._pools[pool])
 
     async def cleanup(self, pool: asyncpg.Pool) -> None:
         """Close `pool` and drop its database now (a connection still held is terminated)."""
