@@ -693,16 +693,17 @@ def _unavailable(url: str, exc: BaseException, when: str) -> DatabaseUnavailable
     return DatabaseUnavailableError(_scrub(message, url))  # asyncpg's or the OS's text may quote it
 
 
-# FastAPI reads a dependency's parameters from its annotations and defaults, so the functions
-# below need Starlette's real `HTTPConnection` class (what HTTP requests and WebSockets share)
-# and FastAPI's `Depends`. Importing FastAPI costs over half a second that `pgfast --help` and
-# the migration commands must not pay, so these dependencies are created on first access
-# through the module `__getattr__` (PEP 562). Each is created once:
-# `app.dependency_overrides[pgfast.get_db_pool]` redirects every user of it.
+# FastAPI reads a dependency's parameters from its annotations and defaults, so these need
+# Starlette's real `HTTPConnection` (what HTTP requests and WebSockets share) and FastAPI's
+# `Depends`. Importing FastAPI costs more than the rest of pgfast, which `pgfast --help` and the
+# migration commands must not pay: they are built on first access through the module
+# `__getattr__` (PEP 562), each once, so `app.dependency_overrides[pgfast.get_db_pool]` redirects
+# every user of it. Type checkers read the stubs below instead, with the same signatures
+# (tests/integration/test_public_seams.py runs mypy on a user's file).
 _REQUEST_DEPENDENCIES: Final = ("get_db_pool", "get_db_connection", "get_db_health")
 
 
-if TYPE_CHECKING:  # what type checkers see: the signatures of the functions built below
+if TYPE_CHECKING:
     from fastapi.requests import HTTPConnection
 
     async def get_db_pool(request: HTTPConnection) -> asyncpg.Pool: ...

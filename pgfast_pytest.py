@@ -73,8 +73,9 @@ def _pgfast_databases(
     request: pytest.FixtureRequest, pytestconfig: pytest.Config, pgfast_config: pgfast.DatabaseConfig
 ) -> Iterator[pgfast.IsolatedDatabases]:
     # Sync and session-scoped: the manager runs its own event loop, independent of any test's.
-    migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
-    fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
+    root = pytestconfig.rootpath  # where directories a config leaves to discovery are searched
+    migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs, root=root)
+    fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs, root=root)
     prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
     databases = pgfast.IsolatedDatabases(pgfast_config.url, migrations, fixtures, prewarm=prewarm)
     try:

@@ -110,3 +110,40 @@ def test_create_test_database_clones_a_kept_migrated_database(tmp_path: Path, po
             await admin.close()
 
     asyncio.run(check())
+
+
+def test_the_plugin_discovers_what_a_config_leaves_open_under_the_pytest_root(
+    tmp_path: Path, postgres_server: str
+) -> None:
+    # The repository (.git) holds another project's migrations: from the pytest root, only ours.
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "other" / "migrations").mkdir(parents=True)
+    (tmp_path / "other" / "migrations" / "1_other_up.sql").write_text("CREATE TABLE other (id int);")
+    root = tmp_path / "service"
+    (root / "app" / "migrations").mkdir(parents=True)
+    (root / "app" / "migrations" / "1_mine_up.sql").write_text("CREATE TABLE mine (id int);")
+    (root / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    (root / "conftest.py").write_text(
+        "import pytest\nimport pgfast\n\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def pgfast_config(pgfast_server_url):\n"
+        "    return pgfast.DatabaseConfig(url=pgfast_server_url)  # directories left to discovery\n"
+    )
+    (root / "test_mine.py").write_text(
+        "import pytest\n\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_only_this_projects_schema(isolated_db):\n"
+        "    tables = await isolated_db.fetch(\"SELECT tablename FROM pg_tables WHERE schemaname = 'public'\")\n"
+        "    assert sorted(t['tablename'] for t in tables) == ['_pgfast_migrations', 'mine']\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "PYTEST_XDIST"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark"],
+        cwd=root,
+        env=env | {"TEST_DATABASE_URL": postgres_server, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
