@@ -82,15 +82,16 @@ __all__ = [
     "LockTimeoutError",
     # configuration
     "DatabaseConfig",
+    "test_server_url",
     "mask_url",
     "database_url",
     # pool and lifespan
     "create_pool",
     "close_pool",
     "create_lifespan",
-    "get_db_pool",  # noqa: F822 (created on first access, see __getattr__)
-    "get_db_connection",  # noqa: F822
-    "get_db_health",  # noqa: F822
+    "get_db_pool",  # created on first access, see __getattr__
+    "get_db_connection",
+    "get_db_health",
     # row-level security
     "create_rls_dependency",
     # migrations
@@ -115,6 +116,7 @@ __all__ = [
     "template_hash",
     "PgfastDatabase",
     "list_test_databases",
+    "create_test_database",
     "cleanup_test_databases",
     "drop_templates",
     # command line
@@ -331,34 +333,32 @@ class DatabaseConfig:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "DatabaseConfig":
-        """Build a config from `DATABASE_URL`, `PGFAST_MIGRATIONS_DIRS`, `PGFAST_FIXTURES_DIRS`."""
-        values: dict[str, Any] = {
-            "url": os.environ.get("DATABASE_URL"),
-            "migrations_dirs": _dirs_from_env("PGFAST_MIGRATIONS_DIRS"),
-            "fixtures_dirs": _dirs_from_env("PGFAST_FIXTURES_DIRS"),
-        }
-        values.update(overrides)
-        if not values["url"]:
+        """The app's config: `DATABASE_URL`, and the directories `PGFAST_MIGRATIONS_DIRS` /
+        `PGFAST_FIXTURES_DIRS` name (unset: discovered where they are used)."""
+        url = overrides.pop("url", None) or _env_url("DATABASE_URL")
+        if not url:
             raise ConfigError(
                 "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME"
             )
-        if "url" not in overrides:
-            _check_url(values["url"], "DATABASE_URL")
-        return cls(**values)
+        dirs = {f"{kind}_dirs": _dirs_setting(kind, None)[0] for kind in _DIRS_VARIABLES}
+        return cls(url=url, **(dirs | overrides))
 
     @classmethod
     def for_tests(cls, root: str | Path | None = None, **overrides: Any) -> "DatabaseConfig":
-        """The config test databases use: `TEST_DATABASE_URL` (else the local `postgres`
-        database), `PGFAST_MIGRATIONS_DIRS` / `PGFAST_FIXTURES_DIRS`, else the directories
-        named `migrations` / `fixtures` under `root`."""
-        base = Path(root) if root is not None else Path.cwd()
-        values: dict[str, Any] = {
-            "url": os.environ.get("TEST_DATABASE_URL") or DEFAULT_URL_FOR_TESTS,
-            "migrations_dirs": _dirs_from_env("PGFAST_MIGRATIONS_DIRS")
-            or _find_named_dirs(base, "migrations"),
-            "fixtures_dirs": _dirs_from_env("PGFAST_FIXTURES_DIRS") or _find_named_dirs(base, "fixtures"),
-        }
-        return cls(**(values | overrides))
+        """The config test databases are made with: the server `test_server_url()`, else
+        `DATABASE_URL`; the directories `PGFAST_*_DIRS` name, else those named `migrations` /
+        `fixtures` under `root` (default: the project root of the current directory)."""
+        url = overrides.pop("url", None) or test_server_url() or _env_url("DATABASE_URL")
+        if not url:
+            raise ConfigError(
+                "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create "
+                f"databases, e.g. {DEFAULT_URL_FOR_TESTS}"
+            )
+        base = Path(root) if root is not None else _project_root(Path.cwd())
+        for kind in _DIRS_VARIABLES:  # a directory given needs no search
+            if f"{kind}_dirs" not in overrides:
+                overrides[f"{kind}_dirs"] = _dirs_setting(kind, None)[0] or _find_named_dirs(base, kind)
+        return cls(url=url, **overrides)
 
     def pool_options(self) -> dict[str, Any]:
         """The keyword arguments this config gives `asyncpg.create_pool`."""
@@ -375,6 +375,13 @@ class DatabaseConfig:
 
     def _bad(self, field: str, value: object, fix: str) -> None:
         raise ConfigError(f"DatabaseConfig.{field}={value!r} is invalid; {fix}")
+
+
+def test_server_url() -> str | None:
+    """`TEST_DATABASE_URL`, checked; None when it is unset. Then the pytest plugin starts an
+    embedded server for the run, and `DatabaseConfig.for_tests()` and `pgfast test-db` use
+    `DATABASE_URL`."""
+    return _env_url("TEST_DATABASE_URL")
 
 
 def mask_url(url: str) -> str:
@@ -523,10 +530,26 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
-def _dirs_from_env(variable: str) -> tuple[str, ...] | None:
-    value = os.environ.get(variable, "")
-    dirs = tuple(d for d in value.split(os.pathsep) if d)
-    return dirs or None
+# Where directories come from when a config or call names none; every reader goes through
+# _dirs_setting, so these are the only spellings of the variables.
+_DIRS_VARIABLES: Final = {"migrations": "PGFAST_MIGRATIONS_DIRS", "fixtures": "PGFAST_FIXTURES_DIRS"}
+
+
+def _env_url(variable: str) -> str | None:
+    """The URL in environment variable `variable`, checked; None when it is unset or empty."""
+    url = os.environ.get(variable)
+    if url:
+        _check_url(url, variable)
+    return url or None
+
+
+def _dirs_setting(kind: str, dirs: Iterable[str | Path] | None) -> tuple[list[Path] | None, str]:
+    """The `kind` ("migrations", "fixtures") directories and the setting that named them: `dirs`
+    (`migrations_dirs`), else `PGFAST_MIGRATIONS_DIRS` (colon-separated); None: discover them."""
+    if dirs is not None:
+        return [Path(d) for d in dirs], f"{kind}_dirs"
+    variable = _DIRS_VARIABLES[kind]
+    return [Path(d) for d in os.environ.get(variable, "").split(os.pathsep) if d] or None, variable
 
 
 # ───────────────────────────────────── pool and lifespan ──────────────────────────────────────
@@ -670,13 +693,26 @@ def _unavailable(url: str, exc: BaseException, when: str) -> DatabaseUnavailable
     return DatabaseUnavailableError(_scrub(message, url))  # asyncpg's or the OS's text may quote it
 
 
-# FastAPI reads a dependency's parameters from its annotations and defaults, so the functions
-# below need Starlette's real `HTTPConnection` class (what HTTP requests and WebSockets share)
-# and FastAPI's `Depends`. Importing FastAPI costs over half a second that `pgfast --help` and
-# the migration commands must not pay, so these dependencies are created on first access
-# through the module `__getattr__` (PEP 562). Each is created once:
-# `app.dependency_overrides[pgfast.get_db_pool]` redirects every user of it.
+# FastAPI reads a dependency's parameters from its annotations and defaults, so these need
+# Starlette's real `HTTPConnection` (what HTTP requests and WebSockets share) and FastAPI's
+# `Depends`. Importing FastAPI costs more than the rest of pgfast, which `pgfast --help` and the
+# migration commands must not pay: they are built on first access through the module
+# `__getattr__` (PEP 562), each once, so `app.dependency_overrides[pgfast.get_db_pool]` redirects
+# every user of it. Type checkers read the stubs below instead, with the same signatures
+# (tests/integration/test_public_seams.py runs mypy on a user's file).
 _REQUEST_DEPENDENCIES: Final = ("get_db_pool", "get_db_connection", "get_db_health")
+
+
+if TYPE_CHECKING:
+    from fastapi.requests import HTTPConnection
+
+    async def get_db_pool(request: HTTPConnection) -> asyncpg.Pool: ...
+
+    async def get_db_connection(
+        request: HTTPConnection, pool: asyncpg.Pool = ...
+    ) -> PoolConnectionProxy[Any]: ...
+
+    async def get_db_health(request: HTTPConnection, pool: asyncpg.Pool = ...) -> dict[str, Any]: ...
 
 
 def __getattr__(name: str) -> Any:
@@ -1439,14 +1475,9 @@ def _sql_files(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path
 
 
 def _base_dirs(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path | None) -> list[Path]:
-    variable = f"PGFAST_{dirname.upper()}_DIRS"
-    setting = f"{dirname}_dirs"
-    if dirs is None:
-        dirs = _dirs_from_env(variable)
-        setting = variable
-    if dirs is None:
+    bases, setting = _dirs_setting(dirname, dirs)
+    if bases is None:
         return _find_named_dirs(Path(root) if root is not None else _project_root(Path.cwd()), dirname)
-    bases = [Path(d) for d in dirs]
     for base in bases:
         if not base.is_dir():
             raise ConfigError(
@@ -3152,6 +3183,21 @@ async def cleanup_test_databases(
     return chosen
 
 
+def create_test_database(config: DatabaseConfig, *, fixtures: bool = False) -> str:
+    """Clone a migrated database (every fixture loaded, for `fixtures=True`) on `config.url`'s
+    server from the template of `config`'s migrations, building it if missing; return its name.
+
+    No process owns it: it stays until `cleanup_test_databases` drops it. Connect with
+    `database_url(config.url, name)`. Blocking: it runs its own event loop.
+    """
+    import asyncio
+
+    migrations = discover_migrations(config.migrations_dirs)
+    found = discover_fixtures(migrations, config.fixtures_dirs) if fixtures else ()
+    with IsolatedDatabases(config.url, migrations, found) as databases:
+        return asyncio.run(databases.create(fixtures=fixtures, keep=True))
+
+
 async def _sweep_dead_runs(conn: "_Connection", host: str) -> list[str]:
     """Drop test databases that a process on this host created and that died without cleaning up."""
     dropped = []
@@ -3452,7 +3498,6 @@ def _run_with_connection(fn: Callable[["_Connection"], Awaitable[_T]], url: str 
     import asyncio
 
     url = url or DatabaseConfig.from_env().url
-    _check_url(url, "DATABASE_URL")
 
     async def run() -> _T:
         conn = await _connect(url, application_name="pgfast cli")
@@ -3486,10 +3531,10 @@ def _progress(verb: str) -> Callable[[Migration, float], None]:
 
 def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
     """discover_migrations, saying on stderr where it looked; finding no directory is an error."""
-    env_dirs = _dirs_from_env("PGFAST_MIGRATIONS_DIRS")
+    env_dirs, variable = _dirs_setting("migrations", None)
     if env_dirs and args.root is None:
-        print(f"pgfast: migrations from PGFAST_MIGRATIONS_DIRS: {', '.join(env_dirs)}", file=sys.stderr)
-        return discover_migrations(env_dirs)
+        print(f"pgfast: migrations from {variable}: {', '.join(map(str, env_dirs))}", file=sys.stderr)
+        return discover_migrations()  # from the variable, which the error for a wrong entry names
     root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
     if not root.is_dir():
         raise ConfigError(f"--root {args.root!r} is not a directory; pass your project's directory")
@@ -3682,26 +3727,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return _run_with_connection(run)
 
 
-def _admin_url() -> str:
-    variable = "TEST_DATABASE_URL" if os.environ.get("TEST_DATABASE_URL") else "DATABASE_URL"
-    url = os.environ.get(variable)
-    if not url:
-        raise ConfigError(
-            "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create databases, "
-            f"e.g. {DEFAULT_URL_FOR_TESTS}"
-        )
-    _check_url(url, variable)
-    return url
-
-
 def _cmd_testdb_create(args: argparse.Namespace) -> int:
-    import asyncio
-
-    migrations = discover_migrations()
-    fixtures = discover_fixtures(migrations) if args.fixtures else ()
-    with IsolatedDatabases(_admin_url(), migrations, fixtures) as databases:
-        name = asyncio.run(databases.create(fixtures=args.fixtures, keep=True))
-        print(f"created {name}\nurl: {mask_url(databases.url(name))}")
+    config = DatabaseConfig.for_tests()
+    name = create_test_database(config, fixtures=args.fixtures)
+    print(f"created {name}\nurl: {mask_url(database_url(config.url, name))}")
     return 0
 
 
@@ -3734,14 +3763,15 @@ def _cmd_testdb_list(args: argparse.Namespace) -> int:
             print(f"{db.name:<52} {db.kind:<9} {db.size / 2**20:7.1f} MB {age:>6}  {db.creator}")
         return 0
 
-    return _run_with_connection(run, _admin_url())
+    # Listing needs the server only: naming the directories spares their search.
+    return _run_with_connection(run, DatabaseConfig.for_tests(migrations_dirs=(), fixtures_dirs=()).url)
 
 
 def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
-    url = _admin_url()
+    config = DatabaseConfig.for_tests()
     try:  # the templates of the current migrations and fixtures, as the plugin names them
-        migrations = discover_migrations()
-        keep = set(_template_names(migrations, discover_fixtures(migrations)))
+        migrations = discover_migrations(config.migrations_dirs)
+        keep = set(_template_names(migrations, discover_fixtures(migrations, config.fixtures_dirs)))
     except PgfastError:
         keep = set()
 
@@ -3752,7 +3782,7 @@ def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
 
     chosen = None
     if not args.all:
-        chosen = _run_with_connection(functools.partial(cleanup, only=None, dry_run=True), url)
+        chosen = _run_with_connection(functools.partial(cleanup, only=None, dry_run=True), config.url)
         if not chosen:
             print("nothing to clean up")
             return 0
@@ -3767,7 +3797,7 @@ def _cmd_testdb_cleanup(args: argparse.Namespace) -> int:
             print("nothing dropped")
             return 1
     # Exactly what was confirmed (less what became ineligible meanwhile), never a list recomputed.
-    dropped = _run_with_connection(functools.partial(cleanup, only=chosen, dry_run=False), url)
+    dropped = _run_with_connection(functools.partial(cleanup, only=chosen, dry_run=False), config.url)
     print(f"dropped {len(dropped)} database(s)" if dropped else "nothing to clean up")
     return 0
 

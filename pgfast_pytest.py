@@ -62,7 +62,7 @@ _SERVER = pytest.StashKey[pgfast.EmbeddedPostgres]()
 @pytest.fixture(scope="session")
 def pgfast_server_url(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[str]:
     """TEST_DATABASE_URL, else the URL of an embedded PostgreSQL started for this test run."""
-    url = os.environ.get("TEST_DATABASE_URL")
+    url = pgfast.test_server_url()
     if url:
         yield url
         return
@@ -89,8 +89,9 @@ def _pgfast_databases(
     request: pytest.FixtureRequest, pytestconfig: pytest.Config, pgfast_config: pgfast.DatabaseConfig
 ) -> Iterator[pgfast.IsolatedDatabases]:
     # Sync and session-scoped: the manager runs its own event loop, independent of any test's.
-    migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs)
-    fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs)
+    root = pytestconfig.rootpath  # where directories a config leaves to discovery are searched
+    migrations = pgfast.discover_migrations(pgfast_config.migrations_dirs, root=root)
+    fixtures = pgfast.discover_fixtures(migrations, pgfast_config.fixtures_dirs, root=root)
     prewarm = int(os.environ["PGFAST_PREWARM"]) if os.environ.get("PGFAST_PREWARM") else None
     terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
@@ -337,6 +338,10 @@ class _PoolFactory:
     def name(self, pool: asyncpg.Pool) -> str:
         """The database name behind `pool`."""
         return self._pools[pool]
+
+    def url(self, pool: asyncpg.Pool) -> str:
+        """The URL of the database behind `pool` (the server's user and password)."""
+        return self._databases.url(self._pools[pool])
 
     async def cleanup(self, pool: asyncpg.Pool) -> None:
         """Close `pool` and drop its database now (a connection still held is terminated)."""

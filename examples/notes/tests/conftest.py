@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -29,16 +30,16 @@ def pgfast_config(pgfast_server_url: str) -> pgfast.DatabaseConfig:
     return pgfast.DatabaseConfig(url=pgfast_server_url, migrations_dirs=MIGRATIONS, fixtures_dirs=FIXTURES)
 
 
-def as_app_role(pool: asyncpg.Pool) -> str:
-    """The URL of `pool`'s database for the app role (superusers would bypass RLS)."""
-    scheme, rest = str(pool._connect_args[0]).split("://", 1)  # type: ignore[attr-defined]
+def as_app_role(url: str) -> str:
+    """`url` for the app role instead of its user (superusers would bypass RLS)."""
+    scheme, rest = url.split("://", 1)
     return f"{scheme}://{APP_ROLE}@{rest.split('@', 1)[1]}"
 
 
 @pytest_asyncio.fixture
-async def client(db_with_fixtures: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+async def client(db_with_fixtures: asyncpg.Pool, db_pool_factory: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app, on a database with every fixture loaded, as its HTTP clients see it."""
-    app = create_app(as_app_role(db_with_fixtures), migrate=False)
+    app = create_app(as_app_role(db_pool_factory.url(db_with_fixtures)), migrate=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://notes") as http:
