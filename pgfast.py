@@ -161,8 +161,9 @@ _CONCURRENT_INDEX: Final = re.compile(
     re.IGNORECASE,
 )
 _KEY_VALUE: Final = re.compile(r"\s*[A-Za-z_]+\s*=")  # libpq's "host=... password=..." form
-# A raw '&' or '#' may be part of a query's password: mask up to the end.
-_URL_PASSWORD: Final = re.compile(r"(?P<key>[?&](?:ssl)?password=)(?P<value>.*)", re.IGNORECASE | re.DOTALL)
+# A query parameter's key; asyncpg percent-decodes keys, so `pass%77ord=` is a password too.
+_QUERY_KEY: Final = re.compile(r"[?&](?P<key>[^=&#]*)=")
+_PASSWORD_KEYS: Final = frozenset({"password", "sslpassword"})
 # A password in key=value form: quoted (with \' escapes), else up to the end (a raw space or
 # "x=" may be part of it).
 _KV_PASSWORD: Final = re.compile(
@@ -396,7 +397,8 @@ def mask_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:  # e.g. postgresql:/u:pw@h: keep only the host
         return "***@" + url.rpartition("@")[2] if "@" in url else url
-    rest = _URL_PASSWORD.sub(r"\g<key>***", rest)  # first: its value may hold an '@'
+    if (at := _query_password(rest)) is not None:  # first: its value may hold an '@'
+        rest = rest[:at] + "***"
     netloc, after = _split_netloc(rest)
     if "@" in after:
         userinfo, _, hosts = rest.rpartition("@")
@@ -510,16 +512,26 @@ def _hosts(netloc: str) -> list[tuple[str, str]]:
     return found
 
 
+def _query_password(url: str) -> int | None:
+    """Where the value of a `password` (or `sslpassword`) query parameter starts in `url`, if it
+    has one. The rest of the URL counts as the password: a raw '&' or '#' may be part of it."""
+    for match in _QUERY_KEY.finditer(url):
+        if unquote(match["key"]).lower() in _PASSWORD_KEYS:
+            return match.end()
+    return None
+
+
 def _scrub(text: str, url: str) -> str:
     """`text` (say, an error from asyncpg or the OS) with `url`'s password replaced by `***`."""
     rest = url.partition("://")[2]
     netloc, after = _split_netloc(rest)
     userinfo = rest.rpartition("@")[0] if "@" in after else netloc.rpartition("@")[0]
     secrets = [userinfo.partition(":")[2], netloc.rpartition("@")[0].partition(":")[2]]
-    secrets += [m["value"] for m in (*_URL_PASSWORD.finditer(url), *_KV_PASSWORD.finditer(url))]
+    secrets += [m["value"] for m in _KV_PASSWORD.finditer(url)]
+    secrets += [url[at:]] if (at := _query_password(url)) is not None else []
     secrets += [m["value"][1:-1].replace("\\'", "'") for m in _KV_PASSWORD.finditer(url)]
     for key, value in (p.partition("=")[::2] for p in after.partition("?")[2].split("&")):
-        secrets += [value] if key.lower() in ("password", "sslpassword") else []
+        secrets += [value] if unquote(key).lower() in _PASSWORD_KEYS else []
     forms = {
         s for raw in secrets for s in (raw, unquote(raw), quote(raw, safe=""), quote(unquote(raw), safe=""))
     }

@@ -44,6 +44,10 @@ def shapes(password: str) -> list[str]:
         f"postgresql://app@db.example/shop?password={password}",
         f"postgresql://app@db.example/shop?sslmode=disable&password={encoded}&application_name=x",
         f"postgresql://app:{encoded}@h1:5432,h2:5433/shop",
+        # asyncpg percent-decodes query keys: these are passwords too
+        f"postgresql://app@db.example/shop?pass%77ord={encoded}",
+        f"postgresql://app@db.example/shop?sslmode=disable&%70assword={encoded}",
+        f"postgresql://app@db.example/shop?sslpass%77ord={encoded}",
         f"host=127.0.0.1 password={kv_quoted(password)} user=postgres",
         f"host=127.0.0.1 user=postgres password={password}",
     ]
