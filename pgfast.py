@@ -792,13 +792,13 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
             async with pool.acquire(timeout=2.0) as conn:
                 await conn.fetchval("SELECT 1", timeout=2.0)
         except TimeoutError:
-            raise HTTPException(status_code=503, detail="database unavailable: no answer within 2s") from None
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            detail = "database unavailable: no answer within 2s"
+            raise HTTPException(status_code=503, detail=detail, headers={"Retry-After": "1"}) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             # The class only: asyncpg's messages may name the host and port.
             _outage(request, exc)
-            raise HTTPException(
-                status_code=503, detail=f"database unavailable: {type(exc).__name__}"
-            ) from None
+            detail = f"database unavailable: {type(exc).__name__}"
+            raise HTTPException(status_code=503, detail=detail, headers={"Retry-After": "1"}) from None
         return {
             "status": "ok",
             "pool": {"size": pool.get_size(), "idle": pool.get_idle_size(), "max": pool.get_max_size()},
@@ -896,7 +896,9 @@ def _is_outage(exc: BaseException, conn: Any = None) -> bool:
     rather than that a statement failed or timed out."""
     import asyncpg
 
-    if isinstance(exc, asyncpg.InterfaceError):  # "connection is closed": the shutdown notice came
+    # "connection is closed", or "cannot switch to state ..." when the server's shutdown notice
+    # arrived in the middle of an operation: an outage if the connection is gone.
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
         return conn is not None and _is_closed(conn)
     return isinstance(
         exc,

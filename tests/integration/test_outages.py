@@ -70,7 +70,7 @@ def test_restart_answers_503_with_retry_after_logs_one_line_and_recovers(
     assert [r.status_code for r in during] == [503] * 12, [r.text for r in during]
     assert all(r.headers["retry-after"] == "1" for r in during)
     assert {r.json()["detail"] for r in during} == {"database unavailable; retry later"}
-    assert health[0].status_code == 503
+    assert health[0].status_code == 503 and health[0].headers["retry-after"] == "1"
     detail = health[0].json()["detail"]
     assert detail.startswith("database unavailable: ")
     assert "127.0.0.1" not in detail and str(throwaway_server.port) not in detail
@@ -85,3 +85,62 @@ def test_restart_answers_503_with_retry_after_logs_one_line_and_recovers(
     # traceback while it cannot reconnect to keep min_size; that record is asyncpg's, not ours.
     ours = [r for r in caplog.records if r.name != "asyncpg.pool"]
     assert not [r for r in ours if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_requests_in_flight_when_the_server_stops_get_200_or_503_never_500(
+    throwaway_server: pgfast.EmbeddedPostgres, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    # Found by an adversarial pass: a pooled connection that had just received the shutdown
+    # notice raised asyncpg's InternalClientError ("cannot switch to state ..."), which was a
+    # 500 with a traceback, for the RLS dependency and get_db_health alike.
+    config = pgfast.DatabaseConfig(url=throwaway_server.url, min_connections=4, max_connections=4, timeout=3)
+    app = FastAPI(lifespan=pgfast.create_lifespan(config))
+    rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": "acme"})
+
+    @app.get("/plain")
+    async def plain(conn: Any = Depends(pgfast.get_db_connection)) -> int:
+        return int(await conn.fetchval("SELECT 1 FROM pg_sleep(0.002)"))
+
+    @app.get("/rls")
+    async def secured(conn: Any = Depends(rls)) -> str:
+        return str(await conn.fetchval("SELECT current_setting('app.tenant_id') FROM pg_sleep(0.002)"))
+
+    @app.get("/health")
+    async def health(status: dict[str, Any] = Depends(pgfast.get_db_health)) -> dict[str, Any]:
+        return status
+
+    seen: list[tuple[str, int, str | None]] = []
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                done = asyncio.Event()
+
+                async def load() -> None:
+                    while not done.is_set():
+                        for path in ("/plain", "/rls", "/health"):
+                            response = await client.get(path)
+                            seen.append((path, response.status_code, response.headers.get("retry-after")))
+
+                workers = [asyncio.create_task(load()) for _ in range(6)]
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(pg_ctl, throwaway_server, "-m", mode, "stop")
+                await asyncio.sleep(0.3)
+                log = str(throwaway_server.root / "server.log")
+                await asyncio.to_thread(pg_ctl, throwaway_server, "-l", log, "start")
+                await asyncio.sleep(1.5)  # load goes on: the pool must recover under it
+                done.set()
+                await asyncio.gather(*workers)
+                after = [(await client.get(p)).status_code for p in ("/plain", "/rls", "/health")]
+                assert after == [200, 200, 200]
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    statuses = {status for _path, status, _retry in seen}
+    assert statuses <= {200, 503}, sorted({(p, s) for p, s, _r in seen if s not in (200, 503)})
+    assert 503 in statuses
+    assert all(retry == "1" for _path, status, retry in seen if status == 503)
+    ours = [r for r in caplog.records if r.name != "asyncpg.pool"]
+    assert not [r.getMessage() for r in ours if r.exc_info or r.levelno >= logging.ERROR]
