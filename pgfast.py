@@ -1098,10 +1098,21 @@ def _setting_text(name: str, value: object) -> _Value:
     if isinstance(value, bool):
         return ("true" if value else "false"), ""
     if isinstance(value, int):
+        if abs(value) >= 10**4000:  # Python refuses to print an int of over 4,300 digits
+            raise ConfigError(f"RLS setting {name!r} has an int of over 4,000 digits; pass a shorter value")
         return int.__repr__(value), ""
     if isinstance(value, float):
         return float.__repr__(value).replace("inf", "Infinity").replace("nan", "NaN"), "::float8::text"
     if isinstance(value, decimal.Decimal):
+        # numeric holds no signalling NaN, at most 131072 digits before the point, 16383 after
+        exponent = value.as_tuple().exponent
+        if value.is_snan() or (
+            isinstance(exponent, int) and (exponent < -16383 or value.adjusted() >= 131072)
+        ):
+            raise ConfigError(
+                f"RLS setting {name!r} has Decimal({str(value)[:40]!r}), which PostgreSQL's numeric "
+                "cannot hold; pass one it can (no sNaN, under 131072 digits before the point, 16383 after)"
+            )
         return str(value), "::numeric::text"
     if isinstance(value, uuid.UUID):
         return str(value), ""

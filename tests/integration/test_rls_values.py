@@ -322,6 +322,27 @@ def _url_of(pool: asyncpg.Pool) -> str:
     return str(pool._connect_args[0])  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (decimal.Decimal("sNaN"), r"has Decimal\('sNaN'\), which PostgreSQL's numeric cannot hold"),
+        (
+            decimal.Decimal("1e1000000"),
+            r"has Decimal\('1E\+1000000'\), which PostgreSQL's numeric cannot hold",
+        ),
+        (decimal.Decimal("1e-20000"), r"has Decimal\('1E-20000'\), which PostgreSQL's numeric cannot hold"),
+        (10**5000, "has an int of over 4,000 digits; pass a shorter value"),
+    ],
+    ids=["snan", "huge-decimal", "tiny-decimal", "huge-int"],
+)
+def test_values_of_accepted_types_that_postgresql_cannot_hold_are_a_config_error(
+    value: Any, message: str
+) -> None:
+    # Found by an adversarial pass: these were 500s from the server (or Python) mid-request.
+    with pytest.raises(pgfast.ConfigError, match=rf"RLS setting 'app.v' {message}"):
+        pgfast._rls_values({"app.v": value}, frozenset())
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "value, type_name",
