@@ -310,14 +310,19 @@ class DatabaseConfig:
             self._bad("command_timeout", self.command_timeout, "use None (no limit) or positive seconds")
         if self.statement_cache_size < 0:
             self._bad("statement_cache_size", self.statement_cache_size, "use 0 (off) or more")
-        for key, value in (self.server_settings or {}).items():
-            # asyncpg sends query text as UTF-8 whatever this says (see _rls_begin)
-            spelling = re.sub(r"[-_]", "", str(value)).upper()
-            if key.lower() == "client_encoding" and spelling not in ("UTF8", "UNICODE"):
+        # asyncpg sends query text as UTF-8 whatever client_encoding says (see _rls_begin).
+        query = self.url.partition("?")[2].partition("#")[0]
+        in_url = [(f"url's {unquote(k)!r}", v) for k, _, v in (p.partition("=") for p in query.split("&"))]
+        for where, value in [
+            *((f"server_settings[{k!r}]", v) for k, v in (self.server_settings or {}).items()),
+            *in_url,
+        ]:
+            spelling = re.sub(r"[-_]", "", unquote(str(value))).upper()
+            if "client_encoding" in where.lower() and spelling not in ("UTF8", "UNICODE"):
                 raise ConfigError(
-                    f"DatabaseConfig.server_settings[{key!r}]={value!r} is refused: asyncpg sends "
-                    "query text as UTF-8 and converts every value to and from it for you; remove "
-                    "the setting (or set it to 'UTF8')"
+                    f"DatabaseConfig.{where}={unquote(str(value))!r} is refused: asyncpg sends query "
+                    "text as UTF-8 and converts every value to and from it for you; remove the "
+                    "setting (or set it to 'UTF8')"
                 )
         for field in ("migrations_dirs", "fixtures_dirs"):
             value = getattr(self, field)
