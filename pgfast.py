@@ -620,34 +620,51 @@ async def close_pool(pool: "asyncpg.Pool", timeout: float = 10.0) -> None:
 
 
 def create_lifespan(
-    config: DatabaseConfig, *, migrate: bool = False, close_timeout: float = 10.0
+    config: DatabaseConfig | None = None, *, migrate: bool = False, close_timeout: float = 10.0
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[dict[str, Any]]]:
     """A FastAPI lifespan that owns one pool: `FastAPI(lifespan=create_lifespan(config))`.
 
     The pool is stored as `app.state.pgfast_pool`, and is in the lifespan state the server hands
     every request, so the apps mounted in this one find it too. With `migrate=True` pending
     migrations are applied before the app serves, under the migration lock, so replicas may
-    start together.
+    start together. Without a `config`, `DatabaseConfig.from_env()` is read when the app starts,
+    not when the module is imported (tests can import an app without DATABASE_URL).
+
+    An app whose `get_db_pool` is overridden (`app.dependency_overrides`, as pgfast's test
+    clients do) has its pool from elsewhere: then this lifespan opens, migrates and closes
+    nothing, and the rest of the app's lifespan runs as usual.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        already_reset: set[int] = set()
-        # first: it waits for a database still starting
-        pool = await create_pool(config, reset=_reset_unless_sent(already_reset))
-        runtime = _Runtime(pool, config, already_reset)
-        app.state.pgfast_pool = pool
-        app.state.pgfast_config = config
-        app.state.pgfast_runtime = runtime
-        try:
-            if migrate:
-                await _migrate_on_startup(config)
-            yield {"pgfast_pool": pool, "pgfast_config": config, "pgfast_runtime": runtime}
-        finally:
-            app.state.pgfast_pool = app.state.pgfast_runtime = None
-            await close_pool(pool, close_timeout)
+        if _request_dependencies()["get_db_pool"] in getattr(app, "dependency_overrides", {}):
+            yield {}
+            return
+        config_ = config or DatabaseConfig.from_env()
+        async with _own_pool(app, config_, migrate=migrate, close_timeout=close_timeout) as state:
+            yield state
 
     return lifespan
+
+
+@contextlib.asynccontextmanager
+async def _own_pool(
+    app: Any, config: DatabaseConfig, *, migrate: bool, close_timeout: float
+) -> AsyncIterator[dict[str, Any]]:
+    """Open the pool (first: it waits for a database still starting), migrate, serve, close."""
+    already_reset: set[int] = set()
+    pool = await create_pool(config, reset=_reset_unless_sent(already_reset))
+    runtime = _Runtime(pool, config, already_reset)
+    app.state.pgfast_pool = pool
+    app.state.pgfast_config = config
+    app.state.pgfast_runtime = runtime
+    try:
+        if migrate:
+            await _migrate_on_startup(config)
+        yield {"pgfast_pool": pool, "pgfast_config": config, "pgfast_runtime": runtime}
+    finally:
+        app.state.pgfast_pool = app.state.pgfast_runtime = None
+        await close_pool(pool, close_timeout)
 
 
 @dataclasses.dataclass(eq=False)
@@ -2510,9 +2527,11 @@ class IsolatedDatabases:
         prewarm: int | None = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         on_build: "Callable[[str], contextlib.AbstractContextManager[None]] | None" = None,
+        app_role: str | None = None,
     ) -> None:
         _check_url(admin_url, "admin_url")
         self.on_build = on_build  # wraps each template build, given what is built (for progress)
+        self.app_role = app_role  # made on the server if missing, before migrations grant to it
         self.admin_url = admin_url
         self.migrations = order_migrations(migrations)
         self.fixtures = tuple(fixtures)
@@ -2609,6 +2628,8 @@ class IsolatedDatabases:
             fsync = await conn.fetchval("SELECT current_setting('fsync')")
             version = await conn.fetchval("SELECT current_setting('server_version_num')::int")
             await _sweep_dead_runs(conn, self._host)
+            if self.app_role:
+                await _ensure_app_role(conn, self.app_role)
         finally:
             await conn.close()
         # FILE_COPY skips WAL but checkpoints twice: cheaper only when fsync is off.
@@ -3281,6 +3302,26 @@ async def _drop_database(conn: Any, name: str) -> None:
         with contextlib.suppress(Exception):
             await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
     await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+
+
+async def _ensure_app_role(conn: "_Connection", role: str) -> None:
+    """Create `role` as an ordinary login role if the server has none of that name (roles are
+    per server, not per database); refuse one that would bypass row-level security."""
+    import asyncpg
+
+    row = await conn.fetchrow("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", role)
+    if row is None:
+        with contextlib.suppress(
+            asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError
+        ):  # a racing worker
+            await conn.execute(
+                f"CREATE ROLE {_quote_ident(role)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+            )
+    elif row["rolsuper"] or row["rolbypassrls"]:
+        raise ConfigError(
+            f"app role {role!r} is a superuser or has BYPASSRLS on this server, so row-level security "
+            "would not apply to it in tests; name an ordinary role (pgfast creates it if missing)"
+        )
 
 
 def _test_database_name(host: str, pid: int) -> str:
