@@ -18,6 +18,8 @@ Migrations are `{version}_{name}_up.sql` / `_down.sql` files in any directory na
 migrated database each from the `pgfast_pytest` plugin (`isolated_db`, `db_pool_factory`,
 `fixture_loader`, `db_with_fixtures`, `db_transaction`). `pgfast --help` lists every command.
 The project's README.md documents every feature; a vendored copy carries this summary.
+Errors derive from `PgfastError` (one section below, and a table in the README); their
+messages use this API's words, and `main()` says them as the command's flags.
 
 Version 0.9.0. MIT licence.
 """
@@ -1942,7 +1944,7 @@ def plan_down(
                 f"migration {m.label} depends on it",
                 migration=m.label,
                 version=needed[0],
-                fix="roll that back too (larger steps= or lower target=)",
+                fix="roll that back too (larger steps=N or lower target=VERSION)",
             )
     partial = [s for s in statuses if s.state == "partial"]
     if partial and (
@@ -2470,7 +2472,7 @@ async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose:
                 waited=timeout,
                 database=database,
                 purpose=purpose,
-                fix="let it finish, stop it, or wait longer (lock_timeout=)",
+                fix="let it finish, stop it, or wait longer (lock_timeout=SECONDS)",
             )
         await asyncio.sleep(LOCK_POLL_SECONDS)
     try:
