@@ -360,6 +360,9 @@ _CLI_WORDS: Final = (
         re.compile(r"mark_migration\(conn, migrations, (\d+), applied=True\) \(or applied=False\)"),
         r"'pgfast schema mark \1 --applied' (or --pending)",
     ),
+    (re.compile(r"mark_migration\(\.\.\., applied=False\)"), "'pgfast schema mark VERSION --pending'"),
+    (re.compile(r"\(applied=False\)"), "(--pending)"),
+    (re.compile(r"\bmigration_status\b"), "'pgfast schema status'"),
     (re.compile(r"\bforce=True"), "--force"),
     (re.compile(r"\b(target|steps)="), r"--\1 "),
     (re.compile(r"\block_timeout="), "--lock-timeout "),
@@ -1043,6 +1046,7 @@ def create_rls_dependency(
             raise ConfigError(
                 f"allow_settings names {name!r}, which is not a PostgreSQL setting name",
                 setting="allow_settings",
+                fix="give built-in names like 'statement_timeout' (custom ones need no listing)",
             )
     get_db_pool = _request_dependencies()["get_db_pool"]
     bypass_checked = False
@@ -1323,7 +1327,11 @@ class Migration:
     def read_down(self) -> str:
         """The down file's SQL; raises if there is none."""
         if self.down_path is None:
-            raise MigrationFileError(f"migration {self.label} has no down file", [self.up_path])
+            raise MigrationFileError(
+                f"migration {self.label} has no down file",
+                [self.up_path],
+                fix=f"write {self.up_path.name.replace('_up.sql', '_down.sql')} next to it",
+            )
         return _read_sql(self.down_path)
 
 
@@ -1925,7 +1933,7 @@ def plan_down(
     if gone:
         raise MigrationFileError(
             f"cannot roll back {', '.join(gone)}: applied, but the migration files are gone",
-            fix="restore them, or record them as pending with mark_migration(..., applied=False)",
+            fix="restore them, or forget each with mark_migration(..., applied=False)",
         )
     plan = [by_version[s.version] for s in reversed(chosen)]
     no_down = [m.up_path for m in plan if m.down_path is None]

@@ -80,6 +80,12 @@ def test_message_is_facts_then_fix() -> None:
             "pgfast: error: 2_slow stopped part way. To go on: 'pgfast schema up --resume' runs statement 2, "
             "or record it with 'pgfast schema mark 2 --applied' (or --pending)",
         ),
+        (
+            pgfast.UnknownVersionError(
+                "target=7: no migration has that version", 7, fix="see migration_status"
+            ),
+            "pgfast: error: target=7: no migration has that version; see 'pgfast schema status'",
+        ),
     ],
 )
 def test_main_says_only_the_fix_in_flags_and_keeps_the_facts(
