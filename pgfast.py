@@ -192,22 +192,22 @@ class PgfastError(Exception):
     """Root of every error pgfast raises on purpose; its message is meant for the user.
 
     `facts` says what failed and where; `fix`, what to do (in the API's words). The message is
-    both: "facts; fix", or "facts. Fix" when the fix is a sentence of its own.
+    both: "facts; fix", or "facts. Fix" when the fix is a sentence of its own. A subclass
+    declares its data attributes; they are given as keywords.
     """
 
-    def __init__(self, facts: str, *, fix: str = "") -> None:
+    def __init__(self, facts: str, *, fix: str = "", **data: Any) -> None:
         joint = ". " if fix[:1].isupper() else "; "
         super().__init__(f"{facts}{joint}{fix}" if fix else facts)
         self.facts = facts
         self.fix = fix
+        vars(self).update(data)
 
 
 class ConfigError(PgfastError, ValueError):
     """A setting or argument has a value pgfast cannot use; `setting` names it."""
 
-    def __init__(self, facts: str, *, setting: str, fix: str = "") -> None:
-        super().__init__(facts, fix=fix)
-        self.setting = setting
+    setting: str
 
 
 class StateError(PgfastError, RuntimeError):
@@ -218,10 +218,8 @@ class DatabaseUnavailableError(PgfastError, ConnectionError):
     """PostgreSQL could not be reached or refused the connection; `target` is the masked server
     and database, `reason` what the driver or the OS said."""
 
-    def __init__(self, facts: str, *, target: str, reason: str, fix: str = "") -> None:
-        super().__init__(facts, fix=fix)
-        self.target = target
-        self.reason = reason
+    target: str
+    reason: str
 
 
 class EmbeddedServerError(PgfastError, RuntimeError):
@@ -240,72 +238,53 @@ class MigrationFileError(MigrationError, ValueError):
     """A migration or fixture file is misnamed, duplicated, unreadable or has a bad header
     (`line`, 1-based, when one line is at fault)."""
 
+    paths: tuple[Path, ...]
+    line: int | None
+
     def __init__(
         self, facts: str, paths: Sequence[Path] = (), *, line: int | None = None, fix: str = ""
     ) -> None:
-        super().__init__(facts, fix=fix)
-        self.paths = tuple(paths)
-        self.line = line
+        super().__init__(facts, fix=fix, paths=tuple(paths), line=line)
 
 
 class UnknownVersionError(MigrationError, LookupError):
-    """A version given as `target=` (or to `mark_migration`) names no migration the call can use."""
+    """`version`, given as `target=` (or to `mark_migration`), names no migration the call can use."""
 
-    def __init__(self, facts: str, version: int, *, fix: str = "") -> None:
-        super().__init__(facts, fix=fix)
-        self.version = version
+    version: int
 
 
 class DependencyError(MigrationError, ValueError):
     """A dependency is broken: `migration` (a label) needs `version`, which is missing or would
     be rolled back (both None for a `CycleError`)."""
 
-    def __init__(
-        self, facts: str, *, migration: str | None = None, version: int | None = None, fix: str = ""
-    ) -> None:
-        super().__init__(facts, fix=fix)
-        self.migration = migration
-        self.version = version
+    migration: str | None = None
+    version: int | None = None
 
 
 class CycleError(DependencyError):
     """Migrations depend on each other in a circle; `cycle` holds the versions in order."""
 
-    def __init__(self, facts: str, cycle: Sequence[int], *, fix: str = "") -> None:
-        super().__init__(facts, fix=fix)
-        self.cycle = tuple(cycle)
+    cycle: tuple[int, ...]
 
 
 class ChecksumError(MigrationError):
     """Applied migrations whose files changed or vanished; `problems` lists each of them."""
 
-    def __init__(self, facts: str, problems: Sequence["MigrationStatus"], *, fix: str = "") -> None:
-        super().__init__(facts, fix=fix)
-        self.problems = tuple(problems)
+    problems: tuple["MigrationStatus", ...]
 
 
 class MigrationFailedError(MigrationError):
-    """A migration failed; `applied` lists those of this run that stay.
+    """A migration failed; `applied` lists those of this run that stay, `line` is where in
+    `migration`'s file (if PostgreSQL said).
 
     A transactional one was rolled back. A no-transaction one keeps the statements before the
-    failing one, recorded as progress: it is then `partial` (see `PartialMigrationError`).
+    failing one, recorded as progress: it is then `partial` (its `MigrationStatus`, else None).
     """
 
-    def __init__(
-        self,
-        facts: str,
-        migration: "Migration",
-        applied: Sequence["Migration"],
-        line: int | None,
-        *,
-        partial: "MigrationStatus | None" = None,
-        fix: str = "",
-    ) -> None:
-        super().__init__(facts, fix=fix)
-        self.migration = migration
-        self.applied = tuple(applied)
-        self.line = line
-        self.partial = partial  # a no-transaction file's status after the failure
+    migration: "Migration"
+    applied: tuple["Migration", ...]
+    line: int | None
+    partial: "MigrationStatus | None"
 
 
 class PartialMigrationError(MigrationError):
@@ -314,18 +293,14 @@ class PartialMigrationError(MigrationError):
     `partial` is its `MigrationStatus` (state "partial", `statements_done` of `statements_total`).
     """
 
-    def __init__(self, facts: str, partial: "MigrationStatus", *, fix: str) -> None:
-        super().__init__(facts, fix=fix)
-        self.partial = partial
+    partial: "MigrationStatus"
 
 
 class FixtureError(MigrationError):
     """A fixture file failed to load; `path` and `line` (1-based, if PostgreSQL said) locate it."""
 
-    def __init__(self, facts: str, path: Path, line: int | None, *, fix: str = "") -> None:
-        super().__init__(facts, fix=fix)
-        self.path = path
-        self.line = line
+    path: Path
+    line: int | None
 
 
 class LockTimeoutError(PgfastError, TimeoutError):
@@ -333,23 +308,11 @@ class LockTimeoutError(PgfastError, TimeoutError):
     `application_name` of the holder (None if it let go meanwhile), `waited` seconds, `database`,
     `purpose` (e.g. "schema migration")."""
 
-    def __init__(
-        self,
-        facts: str,
-        *,
-        pid: int | None,
-        application_name: str | None,
-        waited: float,
-        database: str,
-        purpose: str,
-        fix: str = "",
-    ) -> None:
-        super().__init__(facts, fix=fix)
-        self.pid = pid
-        self.application_name = application_name
-        self.waited = waited
-        self.database = database
-        self.purpose = purpose
+    pid: int | None
+    application_name: str | None
+    waited: float
+    database: str
+    purpose: str
 
 
 # How main() says a fix's API words on the command line (applied to `fix` only, never to facts).
@@ -1693,7 +1656,7 @@ def order_migrations(migrations: Iterable[Migration]) -> list[Migration]:
         path = " -> ".join(by_version[v].label for v in cycle)
         raise CycleError(
             f"migrations depend on each other in a cycle: {path} (each needs the next)",
-            cycle,
+            cycle=tuple(cycle),
             fix="remove one of these depends_on lines",
         ) from None
     ready = list(sorter.get_ready())
@@ -1871,7 +1834,7 @@ def plan_up(
     if problems and not force:
         raise ChecksumError(
             f"refusing to migrate: {_describe_problems(problems)}",
-            problems,
+            problems=tuple(problems),
             fix="Restore the applied files (write a new migration for new changes), or pass "
             "force=True to apply anyway",
         )
@@ -1882,7 +1845,7 @@ def plan_up(
     by_version = {m.version: m for m in ordered}
     if target not in by_version:
         raise UnknownVersionError(
-            f"target={target}: no migration has that version", target, fix="see migration_status"
+            f"target={target}: no migration has that version", version=target, fix="see migration_status"
         )
     wanted = {m.version for m in pending if m.version <= target}
     wanted |= {s.version for s in statuses if s.state == "partial"}
@@ -1926,7 +1889,7 @@ def plan_down(
         positions = [i for i, s in enumerate(rows) if s.version == target]
         if not positions:
             raise UnknownVersionError(
-                f"target={target}: that migration is not applied", target, fix="see migration_status"
+                f"target={target}: that migration is not applied", version=target, fix="see migration_status"
             )
         chosen = rows[positions[0] + 1 :]
     gone = [f"{s.version}_{s.name}" for s in chosen if s.version not in by_version]
@@ -1961,7 +1924,7 @@ def plan_down(
         s = partial[0]
         raise PartialMigrationError(
             f"cannot resume rolling back {s.version}_{s.name}: this rollback does not start with it",
-            s,
+            partial=s,
             fix=_ways_forward(s),
         )
     return plan
@@ -2074,7 +2037,7 @@ async def mark_migration(
         if before is None:
             raise UnknownVersionError(
                 f"no migration has version {version} and none is recorded",
-                version,
+                version=version,
                 fix="see migration_status",
             )
         m = before.migration
@@ -2083,7 +2046,7 @@ async def mark_migration(
             if m is None:
                 raise UnknownVersionError(
                     f"cannot record {version} as applied: no migration file has that version",
-                    version,
+                    version=version,
                     fix="restore its file first, or record it as pending (applied=False)",
                 )
             record = (
@@ -2243,14 +2206,14 @@ def _refuse_partial(statuses: Sequence[MigrationStatus], direction: str, *, resu
         if not (resume and s.direction == direction and file):
             verb = "migrate" if direction == "up" else "roll back"
             facts = f"refusing to {verb}: {_what_stopped(s)}: {_describe_partial(s)}"
-            raise PartialMigrationError(facts, s, fix=_ways_forward(s))
+            raise PartialMigrationError(facts, partial=s, fix=_ways_forward(s))
         path, sql = file
         if _checksum(sql) != s.progress_checksum:
             facts = (
                 f"cannot resume {s.version}_{s.name}: {path} changed since it stopped part way "
                 f"({_describe_partial(s)}); restore it"
             )
-            raise PartialMigrationError(facts, s, fix=_ways_forward(s))
+            raise PartialMigrationError(facts, partial=s, fix=_ways_forward(s))
 
 
 def _what_stopped(s: MigrationStatus) -> str:
@@ -2437,7 +2400,9 @@ def _failure(
     error = str(exc).replace("\n", " ")  # PostgreSQL's DETAIL and HINT, on the one line
     facts = f"{action} {m.label} failed at {where}: {type(exc).__name__}: {error}{kept}{so_far}"
     fix = _ways_forward(partial) if partial else ""
-    return MigrationFailedError(facts, m, earlier, line, partial=partial, fix=fix)
+    return MigrationFailedError(
+        facts, migration=m, applied=tuple(earlier), line=line, partial=partial, fix=fix
+    )
 
 
 def _error_line(sql: str, offset: int | None, exc: BaseException) -> int | None:
@@ -2603,8 +2568,8 @@ async def load_fixtures(conn: "_Connection", fixtures: Iterable[SqlFixture]) -> 
             where = f"{fixture.path}:{line}" if line else str(fixture.path)
             raise FixtureError(
                 f"loading fixture {where} failed: {type(exc).__name__}: {exc}",
-                fixture.path,
-                line,
+                path=fixture.path,
+                line=line,
                 fix="fix the fixture's SQL (it runs after every migration)",
             ) from exc
 

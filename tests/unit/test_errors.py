@@ -24,7 +24,7 @@ def test_every_error_is_a_pgfast_error_listed_in_the_readme_table() -> None:
 
 def test_message_is_facts_then_fix() -> None:
     error = pgfast.UnknownVersionError(
-        "target=3: no migration has that version", 3, fix="see migration_status"
+        "target=3: no migration has that version", version=3, fix="see migration_status"
     )
     assert str(error) == "target=3: no migration has that version; see migration_status"
     assert (error.facts, error.fix, error.version) == (
@@ -55,7 +55,7 @@ def test_message_is_facts_then_fix() -> None:
         (
             pgfast.ChecksumError(
                 "refusing to migrate: /srv/force=True/1_a_up.sql changed after it was applied",
-                (),
+                problems=(),
                 fix="Restore the applied files, or pass force=True to apply anyway",
             ),
             "pgfast: error: refusing to migrate: /srv/force=True/1_a_up.sql changed after it was applied. "
@@ -82,7 +82,7 @@ def test_message_is_facts_then_fix() -> None:
         ),
         (
             pgfast.UnknownVersionError(
-                "target=7: no migration has that version", 7, fix="see migration_status"
+                "target=7: no migration has that version", version=7, fix="see migration_status"
             ),
             "pgfast: error: target=7: no migration has that version; see 'pgfast schema status'",
         ),
