@@ -1953,22 +1953,10 @@ async def apply_migrations(
     the server's limit per statement in seconds (None: no limit).
     """
     ordered = order_migrations(migrations)  # its errors before the lock and the ledger
-    applied: list[Migration] = []
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema migration"):
         statuses = _statuses(ordered, *await _ensure_ledger(conn, ordered))
         plan = plan_up(ordered, statuses, target=target, force=force, resume=resume)
-        done = {s.version: s.statements_done or 0 for s in statuses if s.state == "partial"}
-        async with _statement_timeout(conn, statement_timeout):
-            for m in plan:
-                started = time.perf_counter()
-                step = _Step(
-                    m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0)
-                )
-                await _run_step(conn, step, applied)
-                applied.append(m)
-                if on_applied:
-                    on_applied(m, time.perf_counter() - started)
-    return applied
+        return await _run_steps(conn, _steps(plan, "up", statuses), statement_timeout, on_applied)
 
 
 async def rollback_migrations(
@@ -1989,30 +1977,10 @@ async def rollback_migrations(
     finishes one that stopped part way. `statement_timeout` and `lock_timeout` are as there.
     """
     ordered = order_migrations(migrations)
-    rolled_back: list[Migration] = []
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema rollback"):
         statuses = _statuses(ordered, *await _read_ledger(conn))
         plan = plan_down(ordered, statuses, steps=steps, target=target, resume=resume)
-        done = {s.version: s.statements_done or 0 for s in statuses if s.state == "partial"}
-        async with _statement_timeout(conn, statement_timeout):
-            for m in plan:
-                started = time.perf_counter()
-                forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
-                assert m.down_path is not None  # plan_down checked
-                step = _Step(
-                    m,
-                    "down",
-                    m.read_down(),
-                    m.down_path,
-                    m.down_no_transaction,
-                    forget,
-                    done.get(m.version, 0),
-                )
-                await _run_step(conn, step, rolled_back)
-                rolled_back.append(m)
-                if on_rolled_back:
-                    on_rolled_back(m, time.perf_counter() - started)
-    return rolled_back
+        return await _run_steps(conn, _steps(plan, "down", statuses), statement_timeout, on_rolled_back)
 
 
 async def mark_migration(
@@ -2167,18 +2135,8 @@ def _partial_status(
     p: Mapping[str, Any], row: Mapping[str, Any] | None, n: int | None, m: Migration | None
 ) -> MigrationStatus:
     applied_at = row["applied_at"] if row else None
-    return MigrationStatus(
-        p["version"],
-        p["name"],
-        "partial",
-        applied_at,
-        m,
-        p["done"],
-        p["statements"],
-        p["direction"],
-        apply_order=n,
-        progress_checksum=p["checksum"],
-    )
+    facts = (p["done"], p["statements"], p["direction"], n, p["checksum"])
+    return MigrationStatus(p["version"], p["name"], "partial", applied_at, m, *facts)
 
 
 def _problems(statuses: Sequence[MigrationStatus]) -> list[MigrationStatus]:
@@ -2305,6 +2263,39 @@ class _Step:
     no_transaction: bool
     bookkeeping: str
     start: int = 0  # statements a partial no-transaction run already did
+
+
+def _steps(
+    plan: Sequence[Migration], direction: Literal["up", "down"], statuses: Sequence[MigrationStatus]
+) -> Iterator[_Step]:
+    """The plan's files with their ledger changes; a partial one goes on after its done statements.
+    Lazy: a down file is read just before it runs."""
+    done = {s.version: s.statements_done or 0 for s in statuses if s.state == "partial"}
+    for m in plan:
+        if direction == "up":
+            yield _Step(m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0))
+        else:
+            assert m.down_path is not None  # plan_down checked
+            forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
+            sql, no_transaction = m.read_down(), m.down_no_transaction
+            yield _Step(m, "down", sql, m.down_path, no_transaction, forget, done.get(m.version, 0))
+
+
+async def _run_steps(
+    conn: "_Connection",
+    steps: Iterable[_Step],
+    statement_timeout: float | None,
+    on_done: Callable[[Migration, float], None] | None,
+) -> list[Migration]:
+    finished: list[Migration] = []
+    async with _statement_timeout(conn, statement_timeout):
+        for step in steps:
+            started = time.perf_counter()
+            await _run_step(conn, step, finished)
+            finished.append(step.migration)
+            if on_done:
+                on_done(step.migration, time.perf_counter() - started)
+    return finished
 
 
 async def _run_step(conn: "_Connection", step: _Step, earlier: Sequence[Migration]) -> None:
