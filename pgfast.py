@@ -326,6 +326,7 @@ _CLI_WORDS: Final = (
     (re.compile(r"mark_migration\(\.\.\., applied=False\)"), "'pgfast schema mark VERSION --pending'"),
     (re.compile(r"\(applied=False\)"), "(--pending)"),
     (re.compile(r"\bmigration_status\b"), "'pgfast schema status'"),
+    (re.compile(r"\bcreate_migration\b"), "'pgfast schema create'"),
     (re.compile(r"\bforce=True"), "--force"),
     (re.compile(r"\b(target|steps)="), r"--\1 "),
     (re.compile(r"\block_timeout="), "--lock-timeout "),
@@ -1350,9 +1351,9 @@ def discover_migrations(
         found = ups if match["kind"] == "up" else downs
         if version in found:
             raise MigrationFileError(
-                f"two migrations have version {version}: {found[version]} and {path}; "
-                "give one of them a new version (pgfast schema create makes unique ones)",
+                f"two migrations have version {version}: {found[version]} and {path}",
                 [found[version], path],
+                fix="give one of them a new version (create_migration makes unique ones)",
             )
         found[version] = path
     migrations = []
@@ -2539,7 +2540,9 @@ def select_fixtures(fixtures: Sequence[SqlFixture], names: Iterable[str | int]) 
         matches = [f for f in fixtures if name in (f.name, f.version, str(f.version))]
         if not matches:
             available = ", ".join(f.name for f in fixtures) or "none found"
-            raise ConfigError(f"no fixture named {name!r}; available: {available}", setting="names")
+            raise ConfigError(
+                f"no fixture named {name!r}; available: {available}", setting="names", fix="name one of those"
+            )
         wanted.update(f.version for f in matches)
     return [f for f in fixtures if f.version in wanted]
 

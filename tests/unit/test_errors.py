@@ -116,3 +116,20 @@ def test_a_missing_dependency_carries_the_migration_and_the_version(tmp_path: Pa
     with pytest.raises(pgfast.DependencyError, match=r"no migration has version 9; fix the version") as info:
         pgfast.order_migrations(migrations)
     assert (info.value.migration, info.value.version) == ("1_a", 9)
+
+
+def test_a_library_fix_reaches_the_command_line_in_its_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "1_a_up.sql").write_text("SELECT 1;")
+    (folder / "a").mkdir()
+    (folder / "a" / "1_b_up.sql").write_text("SELECT 1;")
+    with pytest.raises(pgfast.MigrationFileError, match=r"\(create_migration makes unique ones\)$") as info:
+        pgfast.discover_migrations([folder])
+    assert len(info.value.paths) == 2
+    assert pgfast.main(["schema", "deps", "--root", str(tmp_path)]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("pgfast: error: two migrations have version 1: ")
+    assert error.endswith("; give one of them a new version ('pgfast schema create' makes unique ones)")
