@@ -162,3 +162,23 @@ def test_plan_down_resumes_only_a_rollback_that_starts_with_the_partial_one(tmp_
     assert versions(pgfast.plan_down([m1, m2], [partial(2), applied(m2, 1)], resume=True)) == [1]
     with pytest.raises(pgfast.PartialMigrationError, match=r"rollback_migrations\(\.\.\., resume=True\)"):
         pgfast.plan_down([m1, m2], [partial(2), applied(m2, 1)])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["schema", "up", "--target", str(2**63)],
+            "is not a positive whole number up to 9223372036854775807",
+        ),
+        (["schema", "down", "--steps", "x"], "'x' is not a positive whole number"),
+        (["test-db", "server", "--port", "0"], "'0' is not a positive whole number"),
+    ],
+)
+def test_versions_and_counts_have_their_own_parsers(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pgfast.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
