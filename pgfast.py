@@ -18,6 +18,8 @@ Migrations are `{version}_{name}_up.sql` / `_down.sql` files in any directory na
 migrated database each from the `pgfast_pytest` plugin (`isolated_db`, `db_pool_factory`,
 `fixture_loader`, `db_with_fixtures`, `db_transaction`). `pgfast --help` lists every command.
 The project's README.md documents every feature; a vendored copy carries this summary.
+Errors derive from `PgfastError` (one section below, and a table in the README); their
+messages use this API's words, and `main()` says them as the command's flags.
 
 Version 0.9.0. MIT licence.
 """
@@ -71,14 +73,19 @@ __all__ = [
     # errors
     "PgfastError",
     "ConfigError",
+    "StateError",
     "DatabaseUnavailableError",
+    "EmbeddedServerError",
+    "TransactionFailedError",
     "MigrationError",
     "MigrationFileError",
+    "UnknownVersionError",
     "DependencyError",
     "CycleError",
     "ChecksumError",
     "MigrationFailedError",
     "PartialMigrationError",
+    "FixtureError",
     "LockTimeoutError",
     # configuration
     "DatabaseConfig",
@@ -102,6 +109,8 @@ __all__ = [
     "split_statements",
     "create_migration",
     "migration_status",
+    "plan_up",
+    "plan_down",
     "apply_migrations",
     "rollback_migrations",
     "mark_migration",
@@ -178,18 +187,50 @@ logger: Final = logging.getLogger("pgfast")
 _T = TypeVar("_T")
 
 # ─────────────────────────────────────────── errors ───────────────────────────────────────────
+# Messages speak the library's terms (`force=True`, `target=`); `main()` turns those of `fix`
+# into the CLI's flags with `_CLI_WORDS`, so one error reads right to both kinds of caller.
 
 
 class PgfastError(Exception):
-    """Root of every error pgfast raises on purpose; its message is meant for the user."""
+    """Root of every error pgfast raises on purpose; its message is meant for the user.
+
+    `facts` says what failed and where; `fix`, what to do (in the API's words). The message is
+    both: "facts; fix", or "facts. Fix" when the fix is a sentence of its own. A subclass
+    declares its data attributes; they are given as keywords.
+    """
+
+    def __init__(self, facts: str, *, fix: str = "", **data: Any) -> None:
+        joint = ". " if fix[:1].isupper() else "; "
+        super().__init__(f"{facts}{joint}{fix}" if fix else facts)
+        self.facts = facts
+        self.fix = fix
+        vars(self).update(data)
 
 
 class ConfigError(PgfastError, ValueError):
-    """A setting has a value pgfast cannot use; the message names the setting and the fix."""
+    """A setting or argument has a value pgfast cannot use; `setting` names it."""
+
+    setting: str
+
+
+class StateError(PgfastError, RuntimeError):
+    """An object is used in a state that does not allow it (not started, closing, no pool)."""
 
 
 class DatabaseUnavailableError(PgfastError, ConnectionError):
-    """PostgreSQL could not be reached or refused the connection."""
+    """PostgreSQL could not be reached or refused the connection; `target` is the masked server
+    and database, `reason` what the driver or the OS said."""
+
+    target: str
+    reason: str
+
+
+class EmbeddedServerError(PgfastError, RuntimeError):
+    """The embedded test PostgreSQL could not be found, set up or started."""
+
+
+class TransactionFailedError(PgfastError):
+    """A request's transaction had failed, so PostgreSQL rolled it back at COMMIT."""
 
 
 class MigrationError(PgfastError):
@@ -200,72 +241,106 @@ class MigrationFileError(MigrationError, ValueError):
     """A migration or fixture file is misnamed, duplicated, unreadable or has a bad header
     (`line`, 1-based, when one line is at fault)."""
 
-    def __init__(self, message: str, paths: Sequence[Path] = (), *, line: int | None = None) -> None:
-        super().__init__(message)
-        self.paths = tuple(paths)
-        self.line = line
+    paths: tuple[Path, ...]
+    line: int | None
+
+    def __init__(
+        self, facts: str, paths: Sequence[Path] = (), *, line: int | None = None, fix: str = ""
+    ) -> None:
+        super().__init__(facts, fix=fix, paths=tuple(paths), line=line)
+
+
+class UnknownVersionError(MigrationError, LookupError):
+    """`version`, given as `target=` (or to `mark_migration`), names no migration the call can use."""
+
+    version: int
 
 
 class DependencyError(MigrationError, ValueError):
-    """A `-- depends_on:` names a version that does not exist."""
+    """A dependency is broken: `migration` (a label) needs `version`, which is missing or would
+    be rolled back (both None for a `CycleError`)."""
+
+    migration: str | None = None
+    version: int | None = None
 
 
 class CycleError(DependencyError):
     """Migrations depend on each other in a circle; `cycle` holds the versions in order."""
 
-    def __init__(self, message: str, cycle: Sequence[int]) -> None:
-        super().__init__(message)
-        self.cycle = tuple(cycle)
+    cycle: tuple[int, ...]
 
 
 class ChecksumError(MigrationError):
     """Applied migrations whose files changed or vanished; `problems` lists each of them."""
 
-    def __init__(self, message: str, problems: Sequence["MigrationStatus"]) -> None:
-        super().__init__(message)
-        self.problems = tuple(problems)
+    problems: tuple["MigrationStatus", ...]
 
 
 class MigrationFailedError(MigrationError):
-    """A migration failed; `applied` lists those of this run that stay.
+    """A migration failed; `applied` lists those of this run that stay, `line` is where in
+    `migration`'s file (if PostgreSQL said).
 
     A transactional one was rolled back. A no-transaction one keeps the statements before the
-    failing one, recorded as progress: it is then `partial` (see `PartialMigrationError`).
+    failing one, recorded as progress: it is then `partial` (its `MigrationStatus`, else None).
     """
 
-    def __init__(
-        self,
-        message: str,
-        migration: "Migration",
-        applied: Sequence["Migration"],
-        line: int | None,
-        *,
-        partial: "MigrationStatus | None" = None,
-        facts: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.migration = migration
-        self.applied = tuple(applied)
-        self.line = line
-        self.partial = partial  # a no-transaction file's status after the failure
-        self.facts = facts or message
+    migration: "Migration"
+    applied: tuple["Migration", ...]
+    line: int | None
+    partial: "MigrationStatus | None"
 
 
 class PartialMigrationError(MigrationError):
     """A no-transaction migration stopped part way; nothing more runs until it is resumed or marked.
 
-    `partial` is its `MigrationStatus` (state "partial", `statements_done` of `statements_total`);
-    `facts` is the message without its closing advice on how to go on.
+    `partial` is its `MigrationStatus` (state "partial", `statements_done` of `statements_total`).
     """
 
-    def __init__(self, message: str, partial: "MigrationStatus", facts: str) -> None:
-        super().__init__(message)
-        self.partial = partial
-        self.facts = facts
+    partial: "MigrationStatus"
+
+
+class FixtureError(MigrationError):
+    """A fixture file failed to load; `path` and `line` (1-based, if PostgreSQL said) locate it."""
+
+    path: Path
+    line: int | None
 
 
 class LockTimeoutError(PgfastError, TimeoutError):
-    """Another process held pgfast's advisory lock for longer than the allowed wait."""
+    """Another process held pgfast's advisory lock for longer than the allowed wait: `pid` and
+    `application_name` of the holder (None if it let go meanwhile), `waited` seconds, `database`,
+    `purpose` (e.g. "schema migration")."""
+
+    pid: int | None
+    application_name: str | None
+    waited: float
+    database: str
+    purpose: str
+
+
+# How main() says a fix's API words on the command line (applied to `fix` only, never to facts).
+_CLI_WORDS: Final = (
+    (re.compile(r"apply_migrations\(\.\.\., resume=True\)"), "'pgfast schema up --resume'"),
+    (re.compile(r"rollback_migrations\(\.\.\., resume=True\)"), "'pgfast schema down --resume'"),
+    (
+        re.compile(r"mark_migration\(conn, migrations, (\d+), applied=True\) \(or applied=False\)"),
+        r"'pgfast schema mark \1 --applied' (or --pending)",
+    ),
+    (re.compile(r"mark_migration\(\.\.\., applied=False\)"), "'pgfast schema mark VERSION --pending'"),
+    (re.compile(r"\(applied=False\)"), "(--pending)"),
+    (re.compile(r"\bmigration_status\b"), "'pgfast schema status'"),
+    (re.compile(r"\bcreate_migration\b"), "'pgfast schema create'"),
+    (re.compile(r"\bforce=True"), "--force"),
+    (re.compile(r"\b(target|steps)="), r"--\1 "),
+    (re.compile(r"\block_timeout="), "--lock-timeout "),
+    (re.compile(r"\bstatement_timeout="), "--timeout "),
+)
+
+
+def _in_cli_words(fix: str) -> str:
+    for pattern, words in _CLI_WORDS:
+        fix = pattern.sub(words, fix)
+    return fix
 
 
 # ─────────────────────────────────────── configuration ────────────────────────────────────────
@@ -302,7 +377,8 @@ class DatabaseConfig:
         if self.min_connections > self.max_connections:
             raise ConfigError(
                 f"DatabaseConfig.min_connections={self.min_connections} is larger than "
-                f"max_connections={self.max_connections}; lower min_connections or raise max_connections"
+                f"max_connections={self.max_connections}; lower min_connections or raise max_connections",
+                setting="DatabaseConfig.min_connections",
             )
         if not self.timeout > 0:
             self._bad("timeout", self.timeout, "use a positive number of seconds")
@@ -322,7 +398,8 @@ class DatabaseConfig:
                 raise ConfigError(
                     f"DatabaseConfig.{where}={unquote(str(value))!r} is refused: asyncpg sends query "
                     "text as UTF-8 and converts every value to and from it for you; remove the "
-                    "setting (or set it to 'UTF8')"
+                    "setting (or set it to 'UTF8')",
+                    setting=f"DatabaseConfig.{where}",
                 )
         for field in ("migrations_dirs", "fixtures_dirs"):
             value = getattr(self, field)
@@ -344,7 +421,8 @@ class DatabaseConfig:
         url = overrides.pop("url", None) or _env_url("DATABASE_URL")
         if not url:
             raise ConfigError(
-                "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME"
+                "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME",
+                setting="DATABASE_URL",
             )
         dirs = {f"{kind}_dirs": _dirs_setting(kind, None)[0] for kind in _DIRS_VARIABLES}
         return cls(url=url, **(dirs | overrides))
@@ -358,7 +436,8 @@ class DatabaseConfig:
         if not url:
             raise ConfigError(
                 "set TEST_DATABASE_URL (or DATABASE_URL) to a server where pgfast may create "
-                f"databases, e.g. {DEFAULT_URL_FOR_TESTS}"
+                f"databases, e.g. {DEFAULT_URL_FOR_TESTS}",
+                setting="TEST_DATABASE_URL",
             )
         base = Path(root) if root is not None else _project_root(Path.cwd())
         for kind in _DIRS_VARIABLES:  # a directory given needs no search
@@ -380,7 +459,9 @@ class DatabaseConfig:
         }
 
     def _bad(self, field: str, value: object, fix: str) -> None:
-        raise ConfigError(f"DatabaseConfig.{field}={value!r} is invalid; {fix}")
+        raise ConfigError(
+            f"DatabaseConfig.{field}={value!r} is invalid; {fix}", setting=f"DatabaseConfig.{field}"
+        )
 
 
 def test_server_url() -> str | None:
@@ -419,18 +500,20 @@ def mask_url(url: str) -> str:
 
 def _check_url(url: object, where: str) -> None:
     if not isinstance(url, str) or not url:
-        raise ConfigError(f"{where} is empty; use postgresql://USER@HOST:5432/DBNAME")
+        raise ConfigError(f"{where} is empty; use postgresql://USER@HOST:5432/DBNAME", setting=where)
     scheme, sep, rest = url.partition("://")
     if _KEY_VALUE.match(url):
         raise ConfigError(
             f"{where}={mask_url(url)!r} is a key=value connection string; pgfast takes URLs: "
             "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (percent-encode the password with "
-            "urllib.parse.quote(password, safe=''))"
+            "urllib.parse.quote(password, safe=''))",
+            setting=where,
         )
     if not sep or scheme not in ("postgres", "postgresql"):
         raise ConfigError(
             f"{where}={mask_url(url)!r} is not a PostgreSQL URL; "
-            "it must start with postgresql:// or postgres://"
+            "it must start with postgresql:// or postgres://",
+            setting=where,
         )
     netloc, after = _split_netloc(rest)
     # asyncpg takes the host part up to the first '/', '?' or '#', and the user name and
@@ -440,24 +523,29 @@ def _check_url(url: object, where: str) -> None:
         raise ConfigError(
             f"{where}={mask_url(url)!r} has a raw '@', '/', '?' or '#' in its user name or password, "
             "or an '@' after its host; percent-encode the password with "
-            "urllib.parse.quote(password, safe='') (and write '@' elsewhere as %40)"
+            "urllib.parse.quote(password, safe='') (and write '@' elsewhere as %40)",
+            setting=where,
         )
     if "#" in after:
-        raise ConfigError(f"{where}={mask_url(url)!r} has a '#', which ends a URL; percent-encode it as %23")
+        raise ConfigError(
+            f"{where}={mask_url(url)!r} has a '#', which ends a URL; percent-encode it as %23", setting=where
+        )
     try:  # what asyncpg parses it with; its message would quote the host part, password and all
         query = urlsplit(url).query
     except ValueError:
         raise ConfigError(
             f"{where}={mask_url(url)!r} cannot be parsed as a URL: a '[' or ']' outside an IPv6 address, "
             "or a character that Unicode normalizes to one of / ? # @ :, in its host part; "
-            "percent-encode the user name and password with urllib.parse.quote(password, safe='')"
+            "percent-encode the user name and password with urllib.parse.quote(password, safe='')",
+            setting=where,
         ) from None
     try:
         options = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:  # its message quotes the field, which may be part of a password
         raise ConfigError(
             f"{where}={mask_url(url)!r} has a query that is not key=value pairs joined by '&'; "
-            "percent-encode '&' and '=' inside values (%26, %3D)"
+            "percent-encode '&' and '=' inside values (%26, %3D)",
+            setting=where,
         ) from None
     ports = [p for _, p in _hosts(netloc)] + [
         p for key, value in options if key == "port" for p in value.split(",")
@@ -465,7 +553,8 @@ def _check_url(url: object, where: str) -> None:
     for port in ports:
         if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise ConfigError(
-                f"{where}={mask_url(url)!r} has an invalid port {port!r}; use a number from 1 to 65535"
+                f"{where}={mask_url(url)!r} has an invalid port {port!r}; use a number from 1 to 65535",
+                setting=where,
             )
 
 
@@ -720,11 +809,13 @@ async def _connect(url: str, *, timeout: float = 10.0, application_name: str = "
 def _unavailable(url: str, exc: BaseException, when: str) -> DatabaseUnavailableError:
     reason = str(exc).strip() or type(exc).__name__
     detail = f" {when}" if when else ""
+    reason = _scrub(reason, url)  # asyncpg's or the OS's text may quote it
+    target = _describe_target(url)
     message = (
-        f"cannot connect to PostgreSQL at {_describe_target(url)}{detail}: {reason} "
+        f"cannot connect to PostgreSQL at {target}{detail}: {reason} "
         f"(url {mask_url(url)}; check that the server runs and the URL is right)"
     )
-    return DatabaseUnavailableError(_scrub(message, url))  # asyncpg's or the OS's text may quote it
+    return DatabaseUnavailableError(_scrub(message, url), target=target, reason=reason)
 
 
 # FastAPI reads a dependency's parameters from its annotations and defaults, so these need
@@ -765,7 +856,7 @@ def _request_dependencies() -> dict[str, Callable[..., Any]]:
         """The application's pool, as stored by `create_lifespan`."""
         pool: asyncpg.Pool | None = _from_lifespan(request, "pgfast_pool")
         if pool is None:
-            raise PgfastError(
+            raise StateError(
                 "no pgfast pool on this app; create it with FastAPI(lifespan=pgfast.create_lifespan(config))"
             )
         return pool
@@ -877,7 +968,7 @@ def _exit_stack(request: Any, key: str) -> contextlib.AsyncExitStack:
     if not isinstance(stack, contextlib.AsyncExitStack):
         import fastapi
 
-        raise PgfastError(
+        raise StateError(
             f"FastAPI {fastapi.__version__} keeps no {key!r} in the request scope, which pgfast's "
             "dependencies need to clean up; use a FastAPI version pgfast supports (>= 0.121)"
         )
@@ -989,7 +1080,11 @@ def create_rls_dependency(
     allowed = frozenset(allow_settings)
     for name in allowed:
         if not (_BUILTIN_SETTING.fullmatch(name) or _CUSTOM_SETTING.fullmatch(name)):
-            raise ConfigError(f"allow_settings names {name!r}, which is not a PostgreSQL setting name")
+            raise ConfigError(
+                f"allow_settings names {name!r}, which is not a PostgreSQL setting name",
+                setting="allow_settings",
+                fix="give built-in names like 'statement_timeout' (custom ones need no listing)",
+            )
     get_db_pool = _request_dependencies()["get_db_pool"]
     bypass_checked = False
 
@@ -1064,6 +1159,12 @@ async def _end_rls(
                     runtime.already_reset.discard(pid)
 
 
+_FAILED_AT_COMMIT: Final = (
+    "the request's transaction had failed and was rolled back at COMMIT; "
+    "find the statement that failed earlier in this request (an exception caught in the handler?)"
+)
+
+
 async def _commit(conn: "_Connection", *, reset: bool) -> None:
     """COMMIT, raising if the transaction had failed (PostgreSQL then answers ROLLBACK, no error).
 
@@ -1074,13 +1175,13 @@ async def _commit(conn: "_Connection", *, reset: bool) -> None:
 
     if not reset:
         if await conn.execute("COMMIT") != "COMMIT":
-            raise PgfastError("the request's transaction had failed and was rolled back at COMMIT")
+            raise TransactionFailedError(_FAILED_AT_COMMIT)
         return
     try:
         await conn.execute(f"SELECT 1; COMMIT; {conn.get_reset_query()}")
     except asyncpg.InFailedSQLTransactionError:
         await conn.execute("ROLLBACK")
-        raise PgfastError("the request's transaction had failed and was rolled back at COMMIT") from None
+        raise TransactionFailedError(_FAILED_AT_COMMIT) from None
 
 
 def _rls_values(settings: Mapping[str, object], allowed: frozenset[str]) -> dict[str, "_Value"]:
@@ -1089,14 +1190,16 @@ def _rls_values(settings: Mapping[str, object], allowed: frozenset[str]) -> dict
     if not isinstance(settings, Mapping):
         raise ConfigError(
             f"the RLS settings provider returned {type(settings).__name__}; it must return a dict "
-            "of setting name to value"
+            "of setting name to value",
+            setting="settings_provider",
         )
     values = {}
     for name, value in settings.items():
         if not isinstance(name, str) or not (name in allowed or _CUSTOM_SETTING.fullmatch(name)):
             raise ConfigError(
                 f"RLS setting {name!r} refused: only custom dotted names like 'app.tenant_id' are "
-                "allowed; name built-in settings in create_rls_dependency(allow_settings=...)"
+                "allowed; name built-in settings in create_rls_dependency(allow_settings=...)",
+                setting=name,
             )
         text, cast = (str.__str__(value), "") if isinstance(value, str) else _setting_text(name, value)
         if "\x00" in text:  # request data, most likely: the client's mistake, not the app's
@@ -1121,7 +1224,9 @@ def _setting_text(name: str, value: object) -> _Value:
         return ("true" if value else "false"), ""
     if isinstance(value, int):
         if abs(value) >= 10**4000:  # Python refuses to print an int of over 4,300 digits
-            raise ConfigError(f"RLS setting {name!r} has an int of over 4,000 digits; pass a shorter value")
+            raise ConfigError(
+                f"RLS setting {name!r} has an int of over 4,000 digits; pass a shorter value", setting=name
+            )
         return int.__repr__(value), ""
     if isinstance(value, float):
         return float.__repr__(value).replace("inf", "Infinity").replace("nan", "NaN"), "::float8::text"
@@ -1133,14 +1238,16 @@ def _setting_text(name: str, value: object) -> _Value:
         ):
             raise ConfigError(
                 f"RLS setting {name!r} has Decimal({str(value)[:40]!r}), which PostgreSQL's numeric "
-                "cannot hold; pass one it can (no sNaN, under 131072 digits before the point, 16383 after)"
+                "cannot hold; pass one it can (no sNaN, under 131072 digits before the point, 16383 after)",
+                setting=name,
             )
         return str(value), "::numeric::text"
     if isinstance(value, uuid.UUID):
         return str(value), ""
     raise ConfigError(
         f"RLS setting {name!r} has a value of type {type(value).__name__}; the settings provider "
-        "must return str, int, float, decimal.Decimal, uuid.UUID or bool values"
+        "must return str, int, float, decimal.Decimal, uuid.UUID or bool values",
+        setting=name,
     )
 
 
@@ -1271,7 +1378,11 @@ class Migration:
     def read_down(self) -> str:
         """The down file's SQL; raises if there is none."""
         if self.down_path is None:
-            raise MigrationFileError(f"migration {self.label} has no down file", [self.up_path])
+            raise MigrationFileError(
+                f"migration {self.label} has no down file",
+                [self.up_path],
+                fix=f"write {self.up_path.name.replace('_up.sql', '_down.sql')} next to it",
+            )
         return _read_sql(self.down_path)
 
 
@@ -1279,7 +1390,9 @@ class Migration:
 class MigrationStatus:
     """A migration's state in one database: applied, pending, modified, missing (no file) or
     partial (a no-transaction migration stopped after `statements_done` of `statements_total`
-    statements while `direction` "up" applied it or "down" rolled it back)."""
+    statements while `direction` "up" applied it or "down" rolled it back; `progress_checksum`
+    is that of the file it was running). `apply_order` is its position in the ledger (1 was
+    applied first), None when the ledger has no row for it."""
 
     version: int
     name: str
@@ -1289,6 +1402,8 @@ class MigrationStatus:
     statements_done: int | None = None
     statements_total: int | None = None
     direction: Literal["up", "down"] | None = None
+    apply_order: int | None = None
+    progress_checksum: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         applied_at = self.applied_at.isoformat() if self.applied_at else None
@@ -1323,9 +1438,9 @@ def discover_migrations(
         found = ups if match["kind"] == "up" else downs
         if version in found:
             raise MigrationFileError(
-                f"two migrations have version {version}: {found[version]} and {path}; "
-                "give one of them a new version (pgfast schema create makes unique ones)",
+                f"two migrations have version {version}: {found[version]} and {path}",
                 [found[version], path],
+                fix="give one of them a new version (create_migration makes unique ones)",
             )
         found[version] = path
     migrations = []
@@ -1528,7 +1643,8 @@ def _base_dirs(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path
     for base in bases:
         if not base.is_dir():
             raise ConfigError(
-                f"{setting} names {str(base)!r}, which is not a directory; create it or fix the setting"
+                f"{setting} names {str(base)!r}, which is not a directory; create it or fix the setting",
+                setting=setting,
             )
     return bases
 
@@ -1609,8 +1725,10 @@ def order_migrations(migrations: Iterable[Migration]) -> list[Migration]:
         for dep in m.depends_on:
             if dep not in by_version:
                 raise DependencyError(
-                    f"{m.up_path}: depends_on {dep}, but no migration has version {dep}; "
-                    "fix the version or add that migration"
+                    f"{m.up_path}: depends_on {dep}, but no migration has version {dep}",
+                    migration=m.label,
+                    version=dep,
+                    fix="fix the version or add that migration",
                 )
     sorter = graphlib.TopologicalSorter({v: m.depends_on for v, m in by_version.items()})
     try:
@@ -1620,9 +1738,9 @@ def order_migrations(migrations: Iterable[Migration]) -> list[Migration]:
         cycle = list(reversed(exc.args[1]))
         path = " -> ".join(by_version[v].label for v in cycle)
         raise CycleError(
-            f"migrations depend on each other in a cycle: {path} (each needs the next); "
-            "remove one of these depends_on lines",
-            cycle,
+            f"migrations depend on each other in a cycle: {path} (each needs the next)",
+            cycle=tuple(cycle),
+            fix="remove one of these depends_on lines",
         ) from None
     ready = list(sorter.get_ready())
     heapq.heapify(ready)
@@ -1739,7 +1857,9 @@ def create_migration(
     """
     if not _MIGRATION_NAME.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "add_users"
-        raise ConfigError(f"migration name {name!r} must use only a-z, 0-9 and _; e.g. {suggestion!r}")
+        raise ConfigError(
+            f"migration name {name!r} must use only a-z, 0-9 and _; e.g. {suggestion!r}", setting="name"
+        )
     folder = Path(module_path)
     if folder.name != "migrations":
         folder = folder / "migrations"
@@ -1767,15 +1887,130 @@ def create_migration(
 
 
 async def migration_status(conn: "_Connection", migrations: Sequence[Migration]) -> list[MigrationStatus]:
-    """Every migration's state, sorted by version; reads only (creates no ledger)."""
+    """Every migration's state, sorted by version; reads only (creates no ledger). What
+    `plan_up` and `plan_down` plan from."""
     return _statuses(migrations, *await _read_ledger(conn))
 
 
 async def verify_migrations(conn: "_Connection", migrations: Sequence[Migration]) -> list[MigrationStatus]:
     """The migrations that need attention: applied ones whose file changed (`modified`) or
     vanished (`missing`), and no-transaction ones that stopped part way (`partial`)."""
-    statuses = await migration_status(conn, migrations)
-    return [s for s in statuses if s.state in ("modified", "missing", "partial")]
+    return _problems(await migration_status(conn, migrations))
+
+
+def plan_up(
+    migrations: Sequence[Migration],
+    statuses: Sequence[MigrationStatus],
+    *,
+    target: int | None = None,
+    force: bool = False,
+    resume: bool = False,
+) -> list[Migration]:
+    """The migrations `apply_migrations` would apply, in order, given `migration_status`'s answer.
+
+    Pure: reads no database. Raises what the run would: `ChecksumError` (applied files changed
+    or vanished, unless `force`), `PartialMigrationError`, `UnknownVersionError` for `target`.
+    """
+    ordered = order_migrations(migrations)
+    _refuse_partial(statuses, "up", resume=resume)
+    problems = [s for s in statuses if s.state in ("modified", "missing")]
+    if problems and not force:
+        raise ChecksumError(
+            f"refusing to migrate: {_describe_problems(problems)}",
+            problems=tuple(problems),
+            fix="Restore the applied files (write a new migration for new changes), or pass "
+            "force=True to apply anyway",
+        )
+    recorded = {s.version for s in statuses if s.apply_order is not None}
+    pending = [m for m in ordered if m.version not in recorded]
+    if target is None:
+        return pending
+    by_version = {m.version: m for m in ordered}
+    if target not in by_version:
+        raise UnknownVersionError(
+            f"target={target}: no migration has that version", version=target, fix="see migration_status"
+        )
+    wanted = {m.version for m in pending if m.version <= target}
+    wanted |= {s.version for s in statuses if s.state == "partial"}
+    stack = list(wanted)
+    while stack:  # a target pulls in what it needs, even with a higher version
+        for dep in by_version[stack.pop()].depends_on:
+            if dep not in wanted:
+                wanted.add(dep)
+                stack.append(dep)
+    return [m for m in pending if m.version in wanted]
+
+
+def plan_down(
+    migrations: Sequence[Migration],
+    statuses: Sequence[MigrationStatus],
+    *,
+    steps: int | None = None,
+    target: int | None = None,
+    resume: bool = False,
+) -> list[Migration]:
+    """The migrations `rollback_migrations` would roll back, newest first by apply order, given
+    `migration_status`'s answer.
+
+    Pure: reads no database. Raises what the run would: a missing file or down file
+    (`MigrationFileError`), an applied migration outside the plan that needs one in it
+    (`DependencyError`), `PartialMigrationError`, `UnknownVersionError` for `target`.
+    """
+    by_version = {m.version: m for m in order_migrations(migrations)}
+    _refuse_partial(statuses, "down", resume=resume)
+    if target is not None and steps is not None:
+        raise ConfigError("give either steps= or target=, not both", setting="steps")
+    rows = sorted((s for s in statuses if s.apply_order is not None), key=lambda s: s.apply_order or 0)
+    if target is None:
+        steps = 1 if steps is None else steps
+        if steps < 1:
+            raise ConfigError(f"steps={steps}: roll back at least 1 migration", setting="steps")
+        chosen = rows[-steps:]
+    elif target == 0:
+        chosen = rows
+    else:
+        positions = [i for i, s in enumerate(rows) if s.version == target]
+        if not positions:
+            raise UnknownVersionError(
+                f"target={target}: that migration is not applied", version=target, fix="see migration_status"
+            )
+        chosen = rows[positions[0] + 1 :]
+    gone = [f"{s.version}_{s.name}" for s in chosen if s.version not in by_version]
+    if gone:
+        raise MigrationFileError(
+            f"cannot roll back {', '.join(gone)}: applied, but the migration files are gone",
+            fix="restore them, or forget each with mark_migration(..., applied=False)",
+        )
+    plan = [by_version[s.version] for s in reversed(chosen)]
+    no_down = [m.up_path for m in plan if m.down_path is None]
+    if no_down:
+        raise MigrationFileError(
+            f"cannot roll back: no down file for {', '.join(map(str, no_down))}",
+            no_down,
+            fix="write the _down.sql files first",
+        )
+    leaving = {m.version for m in plan}
+    for s in rows:
+        m = by_version.get(s.version)
+        if m and m.version not in leaving and (needed := sorted(leaving.intersection(m.depends_on))):
+            raise DependencyError(
+                f"cannot roll back {', '.join(by_version[v].label for v in needed)}: applied "
+                f"migration {m.label} depends on it",
+                migration=m.label,
+                version=needed[0],
+                fix="roll that back too (larger steps=N or lower target=VERSION)",
+            )
+    partial = [s for s in statuses if s.state == "partial"]
+    if partial and (
+        not plan or plan[0].version not in {s.version for s in partial}
+    ):  # resume: it comes first
+        s = partial[0]
+        raise PartialMigrationError(
+            f"cannot resume rolling back {s.version}_{s.name}: this rollback does not start with it",
+            partial=s,
+            fix=_ways_forward(s),
+        )
+    return plan
 
 
 async def apply_migrations(
@@ -1785,39 +2020,26 @@ async def apply_migrations(
     target: int | None = None,
     force: bool = False,
     resume: bool = False,
-    dry_run: bool = False,
-    timeout: float | None = None,
+    statement_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     on_applied: Callable[[Migration, float], None] | None = None,
 ) -> list[Migration]:
-    """Apply pending migrations in dependency order; return those applied (or planned).
+    """Apply what `plan_up` plans, in that order; return those applied.
 
     Each migration commits with its ledger row in one transaction. A `-- pgfast: no-transaction`
     one runs statement by statement, each recorded as done when it completes, and is recorded
     as applied after the last; one that stopped part way (killed, interrupted, a statement
     failed) is `partial` and stops every run with `PartialMigrationError` until it is resumed
     (`resume=True`: from its first unfinished statement, its file unchanged) or recorded by hand
-    (`mark_migration`). Concurrent callers are serialised by an advisory lock, so every
-    migration is applied exactly once. `timeout` is a server-side statement_timeout in seconds
-    (None: no limit); `dry_run` changes nothing, not even the ledger. Applied files that
-    changed or vanished stop the run unless `force`.
+    (`mark_migration`). Concurrent callers are serialised by an advisory lock (waited for up to
+    `lock_timeout` seconds), so every migration is applied exactly once. `statement_timeout` is
+    the server's limit per statement in seconds (None: no limit).
     """
-    ordered = order_migrations(migrations)
-    if dry_run:
-        return _plan_up(ordered, *await _read_ledger(conn), target, force=force, resume=resume)
-    applied: list[Migration] = []
+    ordered = order_migrations(migrations)  # its errors before the lock and the ledger
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema migration"):
-        ledger, progress = await _ensure_ledger(conn, ordered)
-        plan = _plan_up(ordered, ledger, progress, target, force=force, resume=resume)
-        async with _statement_timeout(conn, timeout):
-            for m in plan:
-                started = time.perf_counter()
-                start = progress[m.version]["done"] if m.version in progress else 0
-                await _run_migration(conn, m, m.sql, m.no_transaction, _record_sql(m), applied, start=start)
-                applied.append(m)
-                if on_applied:
-                    on_applied(m, time.perf_counter() - started)
-    return applied
+        statuses = _statuses(ordered, *await _ensure_ledger(conn, ordered))
+        plan = plan_up(ordered, statuses, target=target, force=force, resume=resume)
+        return await _run_steps(conn, _steps(plan, "up", statuses), statement_timeout, on_applied)
 
 
 async def rollback_migrations(
@@ -1827,37 +2049,21 @@ async def rollback_migrations(
     steps: int | None = None,
     target: int | None = None,
     resume: bool = False,
-    dry_run: bool = False,
-    timeout: float | None = None,
+    statement_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     on_rolled_back: Callable[[Migration, float], None] | None = None,
 ) -> list[Migration]:
-    """Roll back the last `steps` applied migrations (default 1), or all applied after `target`.
+    """Roll back what `plan_down` plans: the last `steps` applied migrations (default 1), or all
+    applied after `target` (0: everything), newest first by apply order; return them.
 
-    Newest first by apply order. Every migration in the plan must have a down file, and none
-    may be needed by an applied migration outside the plan; both are checked before anything
-    runs. `target=0` rolls back everything. A no-transaction down file records its progress as
-    `apply_migrations` does; `resume=True` finishes one that stopped part way.
+    A no-transaction down file records its progress as `apply_migrations` does; `resume=True`
+    finishes one that stopped part way. `statement_timeout` and `lock_timeout` are as there.
     """
     ordered = order_migrations(migrations)
-    if dry_run:
-        return _plan_down(ordered, *await _read_ledger(conn), steps, target, resume=resume)
-    done: list[Migration] = []
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema rollback"):
-        ledger, progress = await _read_ledger(conn)
-        plan = _plan_down(ordered, ledger, progress, steps, target, resume=resume)
-        async with _statement_timeout(conn, timeout):
-            for m in plan:
-                started = time.perf_counter()
-                down_sql = m.read_down()
-                no_transaction = any(_NO_TRANSACTION.match(line.strip()) for line in _header(down_sql))
-                forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
-                start = progress[m.version]["done"] if m.version in progress else 0
-                await _run_migration(conn, m, down_sql, no_transaction, forget, done, down=True, start=start)
-                done.append(m)
-                if on_rolled_back:
-                    on_rolled_back(m, time.perf_counter() - started)
-    return done
+        statuses = _statuses(ordered, *await _read_ledger(conn))
+        plan = plan_down(ordered, statuses, steps=steps, target=target, resume=resume)
+        return await _run_steps(conn, _steps(plan, "down", statuses), statement_timeout, on_rolled_back)
 
 
 async def mark_migration(
@@ -1880,12 +2086,20 @@ async def mark_migration(
         statuses = _statuses(ordered, ledger, progress)
         before = next((s for s in statuses if s.version == version), None)
         if before is None:
-            raise MigrationError(f"no migration has version {version} and none is recorded; see the status")
+            raise UnknownVersionError(
+                f"no migration has version {version} and none is recorded",
+                version=version,
+                fix="see migration_status",
+            )
         m = before.migration
         recorded = any(row["version"] == version for row in ledger)
         if applied:
             if m is None:
-                raise MigrationFileError(f"cannot record {version} as applied: no migration has that version")
+                raise UnknownVersionError(
+                    f"cannot record {version} as applied: no migration file has that version",
+                    version=version,
+                    fix="restore its file first, or record it as pending (applied=False)",
+                )
             record = (
                 f"UPDATE {LEDGER_TABLE} SET checksum = '{m.checksum}' WHERE version = {version}"
                 if recorded
@@ -1900,7 +2114,10 @@ async def mark_migration(
             if needed_by:
                 raise DependencyError(
                     f"cannot forget {before.version}_{before.name}: applied migration(s) "
-                    f"{', '.join(needed_by)} depend on it; forget or roll back those first"
+                    f"{', '.join(needed_by)} depend on it",
+                    migration=needed_by[0],
+                    version=version,
+                    fix="forget or roll back those first",
                 )
             record = f"DELETE FROM {LEDGER_TABLE} WHERE version = {version}"
         if version in progress:
@@ -1973,33 +2190,40 @@ async def _ensure_ledger(
 
 
 def _statuses(migrations: Sequence[Migration], ledger: _Ledger, progress: _Progress) -> list[MigrationStatus]:
-    rows = {row["version"]: row for row in ledger or ()}
+    # The ledger comes sorted by apply position: a row's index + 1 is its apply_order.
+    rows = {row["version"]: (n, row) for n, row in enumerate(ledger or (), 1)}
     unfinished = dict(progress)
     statuses = []
     for m in migrations:
-        row = rows.pop(m.version, None)
+        n, row = rows.pop(m.version, (None, None))
         if (p := unfinished.pop(m.version, None)) is not None:
-            statuses.append(_partial_status(p, row, m))
+            statuses.append(_partial_status(p, row, n, m))
         elif row is None:
             statuses.append(MigrationStatus(m.version, m.name, "pending", None, m))
         else:
             same = row["checksum"] in (m.checksum, None) or row["checksum"] == _legacy_checksum(m)
             state: Literal["applied", "modified"] = "applied" if same else "modified"
-            statuses.append(MigrationStatus(m.version, m.name, state, row["applied_at"], m))
+            statuses.append(MigrationStatus(m.version, m.name, state, row["applied_at"], m, apply_order=n))
     for p in unfinished.values():  # partial, and its file is gone
-        statuses.append(_partial_status(p, rows.pop(p["version"], None), None))
-    for row in rows.values():
-        statuses.append(MigrationStatus(row["version"], row["name"], "missing", row["applied_at"], None))
+        n, row = rows.pop(p["version"], (None, None))
+        statuses.append(_partial_status(p, row, n, None))
+    for n, row in rows.values():
+        statuses.append(
+            MigrationStatus(row["version"], row["name"], "missing", row["applied_at"], None, apply_order=n)
+        )
     return sorted(statuses, key=lambda s: s.version)
 
 
 def _partial_status(
-    p: Mapping[str, Any], row: Mapping[str, Any] | None, m: Migration | None
+    p: Mapping[str, Any], row: Mapping[str, Any] | None, n: int | None, m: Migration | None
 ) -> MigrationStatus:
     applied_at = row["applied_at"] if row else None
-    return MigrationStatus(
-        p["version"], p["name"], "partial", applied_at, m, p["done"], p["statements"], p["direction"]
-    )
+    facts = (p["done"], p["statements"], p["direction"], n, p["checksum"])
+    return MigrationStatus(p["version"], p["name"], "partial", applied_at, m, *facts)
+
+
+def _problems(statuses: Sequence[MigrationStatus]) -> list[MigrationStatus]:
+    return [s for s in statuses if s.state in ("modified", "missing", "partial")]
 
 
 def _describe_problems(problems: Sequence[MigrationStatus]) -> str:
@@ -2014,9 +2238,7 @@ def _describe_problems(problems: Sequence[MigrationStatus]) -> str:
     return "; ".join(parts)
 
 
-def _refuse_partial(
-    statuses: Sequence[MigrationStatus], progress: _Progress, direction: str, *, resume: bool
-) -> None:
+def _refuse_partial(statuses: Sequence[MigrationStatus], direction: str, *, resume: bool) -> None:
     """Raise for a partial migration, unless `resume` may finish it (same direction, same file)."""
     for s in statuses:
         if s.state != "partial":
@@ -2025,14 +2247,14 @@ def _refuse_partial(
         if not (resume and s.direction == direction and file):
             verb = "migrate" if direction == "up" else "roll back"
             facts = f"refusing to {verb}: {_what_stopped(s)}: {_describe_partial(s)}"
-            raise PartialMigrationError(f"{facts}. {_ways_forward(s, cli=False)}", s, facts)
+            raise PartialMigrationError(facts, partial=s, fix=_ways_forward(s))
         path, sql = file
-        if _checksum(sql) != progress[s.version]["checksum"]:
+        if _checksum(sql) != s.progress_checksum:
             facts = (
                 f"cannot resume {s.version}_{s.name}: {path} changed since it stopped part way "
                 f"({_describe_partial(s)}); restore it"
             )
-            raise PartialMigrationError(f"{facts}. {_ways_forward(s, cli=False)}", s, facts)
+            raise PartialMigrationError(facts, partial=s, fix=_ways_forward(s))
 
 
 def _what_stopped(s: MigrationStatus) -> str:
@@ -2088,116 +2310,20 @@ def _concurrent_index_hint(statement: str) -> str:
     return f" (a CREATE INDEX CONCURRENTLY that did not finish leaves {index}: drop it with {drop} first)"
 
 
-def _ways_forward(s: MigrationStatus, *, cli: bool) -> str:
-    """How to go on from a partial migration, in the words of the library or of the CLI."""
+def _ways_forward(s: MigrationStatus) -> str:
+    """How to go on from a partial migration (main() says it in the CLI's words: `_CLI_WORDS`)."""
     done, total = s.statements_done or 0, s.statements_total or 0
     down = s.direction == "down"
     if done < total:
         runs = f"runs statements {done + 1}-{total}" if done + 1 < total else f"runs statement {total}"
     else:
         runs = "only records it"
-    if cli:
-        resume = f"'pgfast schema {'down' if down else 'up'} --resume'"
-        mark = f"'pgfast schema mark {s.version} --applied' (or --pending)"
-    else:
-        resume = f"{'rollback' if down else 'apply'}_migrations(..., resume=True)"
-        mark = f"mark_migration(conn, migrations, {s.version}, applied=True) (or applied=False)"
+    resume = f"{'rollback' if down else 'apply'}_migrations(..., resume=True)"
+    mark = f"mark_migration(conn, migrations, {s.version}, applied=True) (or applied=False)"
     return (
         f"To go on: {resume} {runs} (with the file as it was), or repair it by hand and record "
         f"the result with {mark}"
     )
-
-
-def _plan_up(
-    ordered: Sequence[Migration],
-    ledger: _Ledger,
-    progress: _Progress,
-    target: int | None,
-    *,
-    force: bool,
-    resume: bool = False,
-) -> list[Migration]:
-    statuses = _statuses(ordered, ledger, progress)
-    _refuse_partial(statuses, progress, "up", resume=resume)
-    problems = [s for s in statuses if s.state in ("modified", "missing")]
-    if problems and not force:
-        raise ChecksumError(
-            f"refusing to migrate: {_describe_problems(problems)}. Restore the applied files "
-            "(write a new migration for new changes), or pass --force to apply anyway",
-            problems,
-        )
-    applied = {row["version"] for row in ledger or ()}
-    pending = [m for m in ordered if m.version not in applied]
-    if target is None:
-        return pending
-    by_version = {m.version: m for m in ordered}
-    if target not in by_version:
-        raise MigrationError(f"--target {target}: no migration has that version; see pgfast schema status")
-    wanted = {m.version for m in pending if m.version <= target} | progress.keys()
-    stack = list(wanted)
-    while stack:  # a target pulls in what it needs, even with a higher version
-        for dep in by_version[stack.pop()].depends_on:
-            if dep not in wanted:
-                wanted.add(dep)
-                stack.append(dep)
-    return [m for m in pending if m.version in wanted]
-
-
-def _plan_down(
-    ordered: Sequence[Migration],
-    ledger: _Ledger,
-    progress: _Progress,
-    steps: int | None,
-    target: int | None,
-    *,
-    resume: bool = False,
-) -> list[Migration]:
-    _refuse_partial(_statuses(ordered, ledger, progress), progress, "down", resume=resume)
-    rows = list(ledger or ())
-    if target is not None and steps is not None:
-        raise ConfigError("give either --steps or --target, not both")
-    if target is None:
-        steps = 1 if steps is None else steps
-        if steps < 1:
-            raise ConfigError(f"--steps {steps}: roll back at least 1 migration")
-        chosen = rows[-steps:]
-    elif target == 0:
-        chosen = rows
-    else:
-        positions = [i for i, row in enumerate(rows) if row["version"] == target]
-        if not positions:
-            raise MigrationError(
-                f"--target {target}: that migration is not applied; see pgfast schema status"
-            )
-        chosen = rows[positions[0] + 1 :]
-    by_version = {m.version: m for m in ordered}
-    gone = [f"{r['version']}_{r['name']}" for r in chosen if r["version"] not in by_version]
-    if gone:
-        raise MigrationFileError(
-            f"cannot roll back {', '.join(gone)}: applied, but the migration files are gone"
-        )
-    plan = [by_version[r["version"]] for r in reversed(chosen)]
-    no_down = [m.up_path for m in plan if m.down_path is None]
-    if no_down:
-        raise MigrationFileError(
-            "cannot roll back: no down file for "
-            + ", ".join(map(str, no_down))
-            + "; write the _down.sql files first",
-            no_down,
-        )
-    leaving = {m.version for m in plan}
-    for row in rows:
-        m = by_version.get(row["version"])
-        if m and m.version not in leaving and (needed := leaving.intersection(m.depends_on)):
-            raise DependencyError(
-                f"cannot roll back {', '.join(by_version[v].label for v in sorted(needed))}: applied "
-                f"migration {m.label} depends on it; roll that back too (larger --steps or lower --target)"
-            )
-    if progress and (not plan or plan[0].version not in progress):  # resume: it comes first
-        s = next(s for s in _statuses(ordered, ledger, progress) if s.state == "partial")
-        facts = f"cannot resume rolling back {s.version}_{s.name}: this rollback does not start with it"
-        raise PartialMigrationError(f"{facts}. {_ways_forward(s, cli=False)}", s, facts)
-    return plan
 
 
 def _record_sql(m: Migration) -> str:
@@ -2209,40 +2335,77 @@ def _record_sql(m: Migration) -> str:
     )
 
 
-async def _run_migration(
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One file to run: `migration`'s up or down file, and the ledger change that commits with it."""
+
+    migration: Migration
+    direction: Literal["up", "down"]
+    sql: str
+    path: Path
+    no_transaction: bool
+    bookkeeping: str
+    start: int = 0  # statements a partial no-transaction run already did
+
+
+def _steps(
+    plan: Sequence[Migration], direction: Literal["up", "down"], statuses: Sequence[MigrationStatus]
+) -> Iterator[_Step]:
+    """The plan's files with their ledger changes; a partial one goes on after its done statements.
+    Lazy: a down file is read just before it runs."""
+    done = {s.version: s.statements_done or 0 for s in statuses if s.state == "partial"}
+    for m in plan:
+        if direction == "up":
+            yield _Step(m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0))
+        else:
+            assert m.down_path is not None  # plan_down checked
+            forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
+            sql, no_transaction = m.read_down(), m.down_no_transaction
+            yield _Step(m, "down", sql, m.down_path, no_transaction, forget, done.get(m.version, 0))
+
+
+async def _run_steps(
     conn: "_Connection",
-    m: Migration,
-    sql: str,
-    no_transaction: bool,
-    bookkeeping: str,
-    earlier: Sequence[Migration],
-    *,
-    down: bool = False,
-    start: int = 0,
-) -> None:
+    steps: Iterable[_Step],
+    statement_timeout: float | None,
+    on_done: Callable[[Migration, float], None] | None,
+) -> list[Migration]:
+    finished: list[Migration] = []
+    async with _statement_timeout(conn, statement_timeout):
+        for step in steps:
+            started = time.perf_counter()
+            await _run_step(conn, step, finished)
+            finished.append(step.migration)
+            if on_done:
+                on_done(step.migration, time.perf_counter() - started)
+    return finished
+
+
+async def _run_step(conn: "_Connection", step: _Step, earlier: Sequence[Migration]) -> None:
     """Run one file and its ledger change; on failure raise naming the file, the line and what stays.
 
-    A no-transaction file runs from statement `start + 1`, recording in PROGRESS_TABLE each
+    A no-transaction file runs from statement `step.start + 1`, recording in PROGRESS_TABLE each
     statement done; the record goes in the transaction that writes the ledger.
     """
     import asyncpg
 
+    m, sql = step.migration, step.sql
     statements = split_statements(sql)
     number, offset = 0, None  # the statement running (no-transaction) and where it starts
     try:
-        if not no_transaction:
+        if not step.no_transaction:
             # One simple-query round trip: the file and its ledger row commit together or not at all.
             offset = -len("BEGIN;\n")
             body = sql if statements else ""  # asyncpg fails on comment-only strings
-            await conn.execute(f"BEGIN;\n{body}\n;{bookkeeping};\nCOMMIT")
+            await conn.execute(f"BEGIN;\n{body}\n;{step.bookkeeping};\nCOMMIT")
             return
-        if start == 0:
+        if step.start == 0:
             # Every value is an integer or matched [a-z0-9_] / hex, so the literals are safe.
             await conn.execute(
                 f"{_PROGRESS_DDL};\nINSERT INTO {PROGRESS_TABLE} VALUES ({m.version}, '{m.name}', "
-                f"'{'down' if down else 'up'}', '{_checksum(sql)}', {len(statements)}, 0)"
+                f"'{step.direction}', '{_checksum(sql)}', {len(statements)}, 0)"
             )
-        for number in range(start + 1, len(statements) + 1):
+        for number in range(step.start + 1, len(statements) + 1):
             offset, text = statements[number - 1]
             mark = f"UPDATE {PROGRESS_TABLE} SET done = {number} WHERE version = {m.version}"
             try:
@@ -2255,12 +2418,12 @@ async def _run_migration(
                 await conn.execute(mark)
         number, offset = len(statements) + 1, None
         forget = f"DELETE FROM {PROGRESS_TABLE} WHERE version = {m.version}"
-        await conn.execute(f"BEGIN; {bookkeeping}; {forget}; COMMIT")
+        await conn.execute(f"BEGIN; {step.bookkeeping}; {forget}; COMMIT")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         if conn.is_in_transaction():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
-        raise _failure(m, sql, offset, number, len(statements), exc, earlier, down=down) from exc
+        raise _failure(step, offset, number, len(statements), exc, earlier) from exc
     except BaseException:  # cancelled (Ctrl-C): leave no transaction open on the connection
         if not conn.is_closed() and conn.is_in_transaction():
             with contextlib.suppress(Exception):
@@ -2279,22 +2442,14 @@ _PROGRESS_DDL: Final = f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
 
 
 def _failure(
-    m: Migration,
-    sql: str,
-    offset: int | None,
-    number: int,
-    total: int,
-    exc: BaseException,
-    earlier: Sequence[Migration],
-    *,
-    down: bool,
+    step: _Step, offset: int | None, number: int, total: int, exc: BaseException, earlier: Sequence[Migration]
 ) -> MigrationFailedError:
     """The error for a failed file, saying only what is known of what it left behind."""
     import asyncpg
 
-    path = m.down_path if down else m.up_path
-    line = _error_line(sql, offset, exc)
-    where = f"{path}:{line}" if line else str(path)
+    m, down = step.migration, step.direction == "down"
+    line = _error_line(step.sql, offset, exc)
+    where = f"{step.path}:{line}" if line else str(step.path)
     # Without PostgreSQL's answer (the connection broke) the last statement may have taken effect.
     answered = isinstance(exc, asyncpg.PostgresError)
     partial = None
@@ -2304,8 +2459,7 @@ def _failure(
         else:
             kept = "; the connection broke, so whether it committed is unknown (see migration_status)"
     else:
-        direction: Literal["up", "down"] = "down" if down else "up"
-        partial = MigrationStatus(m.version, m.name, "partial", None, m, number - 1, total, direction)
+        partial = MigrationStatus(m.version, m.name, "partial", None, m, number - 1, total, step.direction)
         unfinished = "failed" if answered else "may or may not have run (the connection broke)"
         if number > total and not answered:
             kept = "; all its statements ran, and the connection broke while it was being recorded"
@@ -2319,8 +2473,10 @@ def _failure(
     action = "rolling back" if down else "applying"
     error = str(exc).replace("\n", " ")  # PostgreSQL's DETAIL and HINT, on the one line
     facts = f"{action} {m.label} failed at {where}: {type(exc).__name__}: {error}{kept}{so_far}"
-    message = f"{facts}. {_ways_forward(partial, cli=False)}" if partial else facts
-    return MigrationFailedError(message, m, earlier, line, partial=partial, facts=facts)
+    fix = _ways_forward(partial) if partial else ""
+    return MigrationFailedError(
+        facts, migration=m, applied=tuple(earlier), line=line, partial=partial, fix=fix
+    )
 
 
 def _error_line(sql: str, offset: int | None, exc: BaseException) -> int | None:
@@ -2332,15 +2488,6 @@ def _error_line(sql: str, offset: int | None, exc: BaseException) -> int | None:
     if not 0 <= index < len(sql):
         return None
     return sql.count("\n", 0, index) + 1
-
-
-def _header(sql: str) -> list[str]:
-    lines = []
-    for line in sql.splitlines():
-        if line.strip() and not line.lstrip().startswith("--"):
-            break
-        lines.append(line)
-    return lines
 
 
 @contextlib.asynccontextmanager
@@ -2355,11 +2502,24 @@ async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose:
     deadline = time.monotonic() + timeout
     while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
         if time.monotonic() >= deadline:
-            holder = await _lock_holder(conn, key)
+            row = await _lock_holder(conn, key)
             database = await conn.fetchval("SELECT current_database()")
+            holder = "a process that has since let go"
+            if row is not None:
+                started = row["backend_start"].isoformat(timespec="seconds") if row["backend_start"] else "?"
+                holder = (
+                    f"pid {row['pid']} (application_name {row['application_name'] or '-'!r}, "
+                    f"client {row['client'] or 'local'}, connected since {started})"
+                )
             raise LockTimeoutError(
-                f"{purpose}: waited {timeout:g}s for pgfast's lock on database {database!r}, held by "
-                f"{holder}; let it finish, stop it, or wait longer (--lock-timeout)"
+                f"{purpose}: waited {timeout:g}s for pgfast's lock on database {database!r}, "
+                f"held by {holder}",
+                pid=row["pid"] if row else None,
+                application_name=row["application_name"] if row else None,
+                waited=timeout,
+                database=database,
+                purpose=purpose,
+                fix="let it finish, stop it, or wait longer (lock_timeout=SECONDS)",
             )
         await asyncio.sleep(LOCK_POLL_SECONDS)
     try:
@@ -2370,8 +2530,8 @@ async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
 
-async def _lock_holder(conn: "_Connection", key: int) -> str:
-    row = await conn.fetchrow(
+async def _lock_holder(conn: "_Connection", key: int) -> "asyncpg.Record | None":
+    return await conn.fetchrow(
         """SELECT a.pid, a.application_name, a.backend_start, a.client_addr::text AS client
            FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
@@ -2379,13 +2539,6 @@ async def _lock_holder(conn: "_Connection", key: int) -> str:
              AND l.classid::bigint = $1 AND l.objid::bigint = $2""",
         (key >> 32) & 0xFFFFFFFF,
         key & 0xFFFFFFFF,
-    )
-    if row is None:
-        return "a process that has since let go"
-    started = row["backend_start"].isoformat(timespec="seconds") if row["backend_start"] else "?"
-    return (
-        f"pid {row['pid']} (application_name {row['application_name'] or '-'!r}, "
-        f"client {row['client'] or 'local'}, connected since {started})"
     )
 
 
@@ -2469,7 +2622,9 @@ def select_fixtures(fixtures: Sequence[SqlFixture], names: Iterable[str | int]) 
         matches = [f for f in fixtures if name in (f.name, f.version, str(f.version))]
         if not matches:
             available = ", ".join(f.name for f in fixtures) or "none found"
-            raise ConfigError(f"no fixture named {name!r}; available: {available}")
+            raise ConfigError(
+                f"no fixture named {name!r}; available: {available}", setting="names", fix="name one of those"
+            )
         wanted.update(f.version for f in matches)
     return [f for f in fixtures if f.version in wanted]
 
@@ -2487,7 +2642,12 @@ async def load_fixtures(conn: "_Connection", fixtures: Iterable[SqlFixture]) -> 
         except asyncpg.PostgresError as exc:
             line = _error_line(fixture.sql, 0, exc)
             where = f"{fixture.path}:{line}" if line else str(fixture.path)
-            raise MigrationError(f"loading fixture {where} failed: {type(exc).__name__}: {exc}") from exc
+            raise FixtureError(
+                f"loading fixture {where} failed: {type(exc).__name__}: {exc}",
+                path=fixture.path,
+                line=line,
+                fix="fix the fixture's SQL (it runs after every migration)",
+            ) from exc
 
 
 def template_hash(migrations: Sequence[Migration], fixtures: Sequence[SqlFixture] = ()) -> str:
@@ -2612,7 +2772,7 @@ class IsolatedDatabases:
 
     def _started(self) -> "_LoopThread":
         if self._worker is None:
-            raise PgfastError("IsolatedDatabases is not started; call start() (or use it in a with block)")
+            raise StateError("IsolatedDatabases is not started; call start() (or use it in a with block)")
         return self._worker
 
     def _kind(self, fixtures: bool) -> "_Template":
@@ -2670,7 +2830,7 @@ class IsolatedDatabases:
         import asyncio
 
         if self._closing:
-            raise PgfastError("IsolatedDatabases is closing; no new databases")
+            raise StateError("IsolatedDatabases is closing; no new databases (create them before close())")
         if keep:
             return await self._clone(kind, keep=True)
         kind.wanted = True
@@ -2909,8 +3069,11 @@ class EmbeddedPostgres:
         server = f" (pid {self._postmaster})" if self._postmaster else ""
         raise DatabaseUnavailableError(
             f"the embedded PostgreSQL's data directory {self.root / 'data'} was deleted while the tests "
-            f"ran (by a clean-up of {self.base}?); its server{server} is stopped. Run the tests again; "
-            "to keep the server out of such clean-ups, set TEST_DATABASE_URL to a server of your own"
+            f"ran (by a clean-up of {self.base}?); its server{server} is stopped",
+            target=f"embedded PostgreSQL in {self.root}",
+            reason="data directory deleted",
+            fix="Run the tests again; to keep the server out of such clean-ups, set TEST_DATABASE_URL "
+            "to a server of your own",
         )
 
     def release(self) -> None:
@@ -2974,7 +3137,7 @@ class EmbeddedPostgres:
         _stop_server(self.root)  # if it came up after all, and its files either way
         fatal = [line.split("FATAL:", 1)[1].strip() for line in output.splitlines() if "FATAL:" in line]
         problem = result.stderr.strip() or (fatal[-1] if fatal else "it was not ready within 60 s")
-        raise PgfastError(
+        raise EmbeddedServerError(
             f"the embedded PostgreSQL did not start: {problem} (set TEST_DATABASE_URL to use a running "
             f"server instead); the end of its log:\n{output}"
         )
@@ -3001,7 +3164,10 @@ class EmbeddedPostgres:
                     "--locale=C",
                 )
                 if result.returncode != 0:
-                    raise PgfastError(f"initdb failed for the embedded PostgreSQL: {result.stderr.strip()}")
+                    raise EmbeddedServerError(
+                        f"initdb failed for the embedded PostgreSQL: {result.stderr.strip()}; fix what it "
+                        "says, or set TEST_DATABASE_URL to a server pgfast may use"
+                    )
                 fresh.rename(cache)
         return cache
 
@@ -3038,7 +3204,8 @@ def _find_pg_bindir() -> Path:
         if missing:
             raise ConfigError(
                 f"PGFAST_PG_BIN={setting!r} has no {', '.join(missing)}; point it at the bin directory "
-                "of a PostgreSQL server installation (e.g. /usr/lib/postgresql/16/bin), or unset it"
+                "of a PostgreSQL server installation (e.g. /usr/lib/postgresql/16/bin), or unset it",
+                setting="PGFAST_PG_BIN",
             )
         return Path(setting)
     candidates = []
@@ -3058,7 +3225,7 @@ def _find_pg_bindir() -> Path:
     for folder in candidates:
         if all((folder / tool).exists() for tool in tools):
             return folder
-    raise PgfastError(
+    raise EmbeddedServerError(
         "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found in PGFAST_PG_BIN, "
         "pg_config --bindir, PATH or /usr/lib/postgresql/*/bin; install PostgreSQL's server package "
         "(e.g. apt-get install postgresql) or set TEST_DATABASE_URL to a server pgfast may use"
@@ -3081,7 +3248,7 @@ def _server_user() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam("postgres")
     except KeyError:
-        raise PgfastError(
+        raise EmbeddedServerError(
             "running as root, and PostgreSQL refuses to run as root: create a 'postgres' OS user "
             "(installing PostgreSQL's server package does), or set TEST_DATABASE_URL"
         ) from None
@@ -3297,7 +3464,10 @@ def _project_key(migrations: Sequence[Migration]) -> str:
 async def _drop_database(conn: Any, name: str) -> None:
     """Drop one of pgfast's databases (never another's), templates and open sessions included."""
     if not (_TEST_DB.fullmatch(name) or _TEMPLATE_DB.fullmatch(name)):
-        raise PgfastError(f"refusing to drop database {name!r}: pgfast did not create it")
+        raise ConfigError(
+            f"refusing to drop database {name!r}: pgfast did not create it; drop it yourself if you mean to",
+            setting="name",
+        )
     if _TEMPLATE_DB.fullmatch(name):
         with contextlib.suppress(Exception):
             await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
@@ -3320,7 +3490,8 @@ async def _ensure_app_role(conn: "_Connection", role: str) -> None:
     elif row["rolsuper"] or row["rolbypassrls"]:
         raise ConfigError(
             f"app role {role!r} is a superuser or has BYPASSRLS on this server, so row-level security "
-            "would not apply to it in tests; name an ordinary role (pgfast creates it if missing)"
+            "would not apply to it in tests; name an ordinary role (pgfast creates it if missing)",
+            setting="app_role",
         )
 
 
@@ -3364,10 +3535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
         return result
     except PgfastError as exc:
-        # A partial migration's advice on how to go on names the CLI's commands, not the library's.
-        message = str(exc)
-        if isinstance(exc, PartialMigrationError | MigrationFailedError) and exc.partial:
-            message = f"{exc.facts}. {_ways_forward(exc.partial, cli=True)}"
+        # The fix speaks the API's words (force=True); say them as this command's flags.
+        message = str(exc).removesuffix(exc.fix) + _in_cli_words(exc.fix)
         print(f"pgfast: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -3443,9 +3612,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "down", parents=[timeouts, scope], help="roll back applied migrations, newest first"
     )
     which = down.add_mutually_exclusive_group()
-    which.add_argument(
-        "--steps", type=_version, metavar="N", help="roll back the last N applied (default: 1)"
-    )
+    which.add_argument("--steps", type=_count, metavar="N", help="roll back the last N applied (default: 1)")
     which.add_argument(
         "--target",
         type=_version_or_zero,
@@ -3508,7 +3675,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tserver.add_argument(
         "--port",
-        type=_version,
+        type=_count,
         metavar="PORT",
         help="also listen on 127.0.0.1:PORT (default: Unix socket only)",
     )
@@ -3543,6 +3710,14 @@ def _seconds(text: str) -> float:
 
 
 def _version(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= _MAX_VERSION:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive whole number up to {_MAX_VERSION} (a migration version)"
+        )
+    return int(text)
+
+
+def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return int(text)
@@ -3608,7 +3783,9 @@ def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
         return discover_migrations()  # from the variable, which the error for a wrong entry names
     root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
     if not root.is_dir():
-        raise ConfigError(f"--root {args.root!r} is not a directory; pass your project's directory")
+        raise ConfigError(
+            f"--root {args.root!r} is not a directory", setting="root", fix="pass your project's directory"
+        )
     dirs, projects = _search_named_dirs(root, "migrations")
     if not dirs:
         others = ""
@@ -3618,7 +3795,8 @@ def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
         raise ConfigError(
             f"no directory named 'migrations' under {root}{others}; run pgfast from your project root "
             "(a directory holding pyproject.toml, setup.py, setup.cfg or .git), pass --root DIR, "
-            "or set PGFAST_MIGRATIONS_DIRS"
+            "or set PGFAST_MIGRATIONS_DIRS",
+            setting="root",
         )
     found = ", ".join(os.path.relpath(d, root) for d in dirs[:3])
     more = f" and {len(dirs) - 3} more" if len(dirs) > 3 else ""
@@ -3632,6 +3810,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
+        if args.dry_run:
+            statuses = await migration_status(conn, migrations)
+            plan = plan_up(migrations, statuses, target=args.target, force=args.force, resume=args.resume)
+            _print_plan(plan, down=False)
+            return 0
         started = time.perf_counter()
         try:
             applied = await apply_migrations(
@@ -3640,16 +3823,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 target=args.target,
                 force=args.force,
                 resume=args.resume,
-                dry_run=args.dry_run,
-                timeout=args.timeout,
+                statement_timeout=args.timeout,
                 lock_timeout=args.lock_timeout,
                 on_applied=_progress("applied"),
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
             return await _interrupted(conn, migrations)
-        if args.dry_run:
-            _print_plan(applied, down=False)
-        elif applied:
+        if applied:
             print(f"applied {len(applied)} migration(s) in {time.perf_counter() - started:.2f} s")
         else:
             print(f"nothing to apply: all {len(migrations)} migration(s) are applied")
@@ -3664,6 +3844,11 @@ def _cmd_down(args: argparse.Namespace) -> int:
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
+        if args.dry_run:
+            statuses = await migration_status(conn, migrations)
+            plan = plan_down(migrations, statuses, steps=args.steps, target=args.target, resume=args.resume)
+            _print_plan(plan, down=True)
+            return 0
         try:
             done = await rollback_migrations(
                 conn,
@@ -3671,17 +3856,13 @@ def _cmd_down(args: argparse.Namespace) -> int:
                 steps=args.steps,
                 target=args.target,
                 resume=args.resume,
-                dry_run=args.dry_run,
-                timeout=args.timeout,
+                statement_timeout=args.timeout,
                 lock_timeout=args.lock_timeout,
                 on_rolled_back=_progress("rolled back"),
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
             return await _interrupted(conn, migrations)
-        if args.dry_run:
-            _print_plan(done, down=True)
-        else:
-            print(f"rolled back {len(done)} migration(s)" if done else "nothing to roll back")
+        print(f"rolled back {len(done)} migration(s)" if done else "nothing to roll back")
         return 0
 
     return _run_with_connection(run)
@@ -3739,7 +3920,7 @@ async def _interrupted(conn: "_Connection", migrations: Sequence[Migration]) -> 
     for s in partial:
         line += f"; {_what_stopped(s)}: {_describe_partial(s)}"
     if partial:
-        line += f". {_ways_forward(partial[0], cli=True)}"
+        line += f". {_in_cli_words(_ways_forward(partial[0]))}"
     print(line, file=sys.stderr)
     return 130
 
@@ -3761,12 +3942,9 @@ def _cmd_mark(args: argparse.Namespace) -> int:
     return _run_with_connection(run)
 
 
-_PROBLEM_STATES: Final = ("modified", "missing", "partial")  # the states `schema status` exits 1 for
-
-
 def _status_exit_code(statuses: Sequence[MigrationStatus], order_problem: str) -> int:
     """1 and a line on stderr per kind of problem (changed files, missing dependency, cycle), else 0."""
-    problems = [s for s in statuses if s.state in _PROBLEM_STATES]
+    problems = _problems(statuses)
     if problems:
         print(f"pgfast: problem: {_describe_problems(problems)}", file=sys.stderr)
     if order_problem:
@@ -3787,11 +3965,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
-        problems = await verify_migrations(conn, migrations)
-        if problems:
+        statuses = await migration_status(conn, migrations)
+        if problems := _problems(statuses):
             print(f"{len(problems)} problem(s): {_describe_problems(problems)}", file=sys.stderr)
             return 1
-        applied = sum(s.state == "applied" for s in await migration_status(conn, migrations))
+        applied = sum(s.state == "applied" for s in statuses)
         print(f"ok: {applied} applied migration(s) match their files")
         return 0
 

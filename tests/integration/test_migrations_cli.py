@@ -257,6 +257,30 @@ def test_lock_timeout_names_the_holder(project: Path, blank_db: str) -> None:
     line = assert_one_clean_line(result)
     assert "schema migration: waited 0.5s for pgfast's lock on database" in line
     assert "application_name 'holder-app'" in line and "pid " in line and "connected since" in line
+    assert line.endswith("let it finish, stop it, or wait longer (--lock-timeout SECONDS)")
+
+    async def library() -> subprocess.CompletedProcess[str]:
+        conn = await asyncpg.connect(blank_db)
+        try:
+            with pytest.raises(
+                pgfast.LockTimeoutError, match=r"wait longer \(lock_timeout=SECONDS\)$"
+            ) as info:
+                await pgfast.apply_migrations(
+                    conn, pgfast.discover_migrations(root=project), lock_timeout=0.2
+                )
+            database = await conn.fetchval("SELECT current_database()")
+        finally:
+            await conn.close()
+        error = info.value
+        assert (error.application_name, error.waited, error.purpose) == (
+            "holder-app",
+            0.2,
+            "schema migration",
+        )
+        assert isinstance(error.pid, int) and error.database == database
+        return result
+
+    asyncio.run(hold_lock_while(library))
     assert query(blank_db, "SELECT to_regclass('_pgfast_migrations') AS t")[0]["t"] is None
 
 

@@ -299,7 +299,7 @@ def test_library_words_and_known_facts_in_the_messages() -> None:
     assert pgfast._describe_partial(done_all) == (
         "all 3 of its statements ran and are recorded as done, but it is not yet recorded as applied"
     )
-    assert pgfast._ways_forward(done_all, cli=False) == (
+    assert pgfast._ways_forward(done_all) == (
         "To go on: apply_migrations(..., resume=True) only records it (with the file as it was), or "
         "repair it by hand and record the result with mark_migration(conn, migrations, 7, applied=True) "
         "(or applied=False)"
