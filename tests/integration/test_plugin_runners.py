@@ -93,7 +93,7 @@ def run(python: Path | str, project: Path, *args: str, ini: str = "") -> subproc
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "PYTHONPATH"))}
     env["TEST_DATABASE_URL"] = SERVER
     return subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
         cwd=project,
         env=env,
         capture_output=True,
