@@ -38,6 +38,9 @@ except ImportError:  # anyio's pytest plugin runs plain async fixtures (in tests
 # The fixtures (the private ones included) and the hooks, so that a conftest's star import
 # enables everything. Installed too, the hooks then run twice: each is written to allow that.
 __all__ = [
+    "app",
+    "app_client",
+    "sync_app_client",
     "pytest_addoption",
     "pytest_runtest_makereport",
     "pytest_terminal_summary",
@@ -49,6 +52,7 @@ __all__ = [
     "db_with_fixtures",
     "fixture_loader",
     "isolated_db",
+    "pgfast_app_role",
     "pgfast_config",
     "pgfast_server_url",
 ]
@@ -79,6 +83,14 @@ def pgfast_server_url(request: pytest.FixtureRequest, pytestconfig: pytest.Confi
 
 
 @pytest.fixture(scope="session")
+def pgfast_app_role(pytestconfig: pytest.Config) -> str | None:
+    """The role the application connects as (ini option `pgfast_app_role`; none: the server's
+    admin user). Test databases are then used as that role, so row-level security applies and
+    the privileges are those the migrations grant it; templates are still built as the admin."""
+    return str(pytestconfig.getini("pgfast_app_role")) or None
+
+
+@pytest.fixture(scope="session")
 def pgfast_config(pytestconfig: pytest.Config, pgfast_server_url: str) -> pgfast.DatabaseConfig:
     """The server and the migration/fixture directories the test databases are built from."""
     return pgfast.DatabaseConfig.for_tests(pytestconfig.rootpath, url=pgfast_server_url)
@@ -86,7 +98,10 @@ def pgfast_config(pytestconfig: pytest.Config, pgfast_server_url: str) -> pgfast
 
 @pytest.fixture(scope="session")
 def _pgfast_databases(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config, pgfast_config: pgfast.DatabaseConfig
+    request: pytest.FixtureRequest,
+    pytestconfig: pytest.Config,
+    pgfast_config: pgfast.DatabaseConfig,
+    pgfast_app_role: str | None,
 ) -> Iterator[pgfast.IsolatedDatabases]:
     # Sync and session-scoped: the manager runs its own event loop, independent of any test's.
     root = pytestconfig.rootpath  # where directories a config leaves to discovery are searched
@@ -97,7 +112,7 @@ def _pgfast_databases(
     capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
     on_build = functools.partial(_announce_slow_build, terminal, capture) if terminal else None
     databases = pgfast.IsolatedDatabases(
-        pgfast_config.url, migrations, fixtures, prewarm=prewarm, on_build=on_build
+        pgfast_config.url, migrations, fixtures, prewarm=prewarm, on_build=on_build, app_role=pgfast_app_role
     )
     try:
         databases.start()
@@ -291,7 +306,10 @@ class _Loops:
         if conn is None or conn.is_closed():
             try:
                 name = await self.databases.shared()
-                conn = await asyncpg.connect(self.databases.url(name), statement_cache_size=0)
+                settings = dict(self.config.server_settings or {})  # the app role, if any
+                conn = await asyncpg.connect(
+                    self.databases.url(name), statement_cache_size=0, server_settings=settings
+                )
             except Exception:
                 self.stop_if_server_lost()
                 raise
@@ -317,8 +335,17 @@ def _pgfast_loops(
     request: pytest.FixtureRequest,
     _pgfast_databases: pgfast.IsolatedDatabases,
     pgfast_config: pgfast.DatabaseConfig,
+    pgfast_app_role: str | None,
 ) -> "_Loops":
-    return _Loops(_pgfast_databases, pgfast_config, request.session)
+    return _Loops(_pgfast_databases, _as_role(pgfast_config, pgfast_app_role), request.session)
+
+
+def _as_role(config: pgfast.DatabaseConfig, role: str | None) -> pgfast.DatabaseConfig:
+    """`config` whose connections act as `role`: SET ROLE at connection start (a startup
+    setting, so the pool's RESET ALL keeps it), so no password or pg_hba entry is needed."""
+    if not role:
+        return config
+    return dataclasses.replace(config, server_settings={**(config.server_settings or {}), "role": role})
 
 
 class _PoolFactory:
@@ -391,16 +418,20 @@ async def db_with_fixtures(db_pool_factory: _PoolFactory) -> asyncpg.Pool:
 
 @_async_fixture
 async def fixture_loader(
-    isolated_db: asyncpg.Pool, _pgfast_databases: pgfast.IsolatedDatabases
+    isolated_db: asyncpg.Pool, db_pool_factory: "_PoolFactory", _pgfast_databases: pgfast.IsolatedDatabases
 ) -> Callable[[Iterable[str | int]], Awaitable[None]]:
-    """`await fixture_loader(["users", ...])` loads those fixture files into `isolated_db`."""
+    """`await fixture_loader(["users", ...])` loads those fixture files into `isolated_db`, as the
+    admin user (test data may span tenants that the app role's policies keep apart)."""
 
     async def load(names: Iterable[str | int]) -> None:
         if isinstance(names, (str, int)):
             names = [names]
         chosen = pgfast.select_fixtures(_pgfast_databases.fixtures, names)
-        async with isolated_db.acquire() as conn:
+        conn = await asyncpg.connect(db_pool_factory.url(isolated_db), statement_cache_size=0)
+        try:
             await pgfast.load_fixtures(conn, chosen)
+        finally:
+            await conn.close()
 
     return load
 
@@ -422,6 +453,80 @@ async def db_transaction(
         await _pgfast_loops.give_back(request.node, conn)
 
 
+@pytest.fixture
+def app() -> Any:
+    """Your FastAPI app, for `app_client` / `sync_app_client`: define this fixture yourself."""
+    pytest.fail(
+        "pgfast's app clients need your app: define a fixture named 'app' in a conftest.py that "
+        "returns it, e.g. `@pytest.fixture\ndef app():\n    return create_app()`",
+        pytrace=False,
+    )
+
+
+@_async_fixture
+async def app_client(app: Any, isolated_db: asyncpg.Pool) -> AsyncIterator[Any]:
+    """An `httpx.AsyncClient` for your `app`, on the test's database (`isolated_db`, as the app
+    role if one is set): every pgfast dependency gets that pool, the rest of the app's lifespan
+    runs, and pgfast's own lifespan opens no pool of its own."""
+    import httpx
+
+    async def test_pool() -> asyncpg.Pool:
+        return isolated_db
+
+    with _pool_override(app, test_pool):
+        async with app.router.lifespan_context(app) as state:
+
+            async def with_state(scope: Any, receive: Any, send: Any) -> None:
+                # As a server does: each request gets a copy of the lifespan's state.
+                if scope["type"] in ("http", "websocket") and state:
+                    scope = {**scope, "state": dict(state)}
+                await app(scope, receive, send)
+
+            transport = httpx.ASGITransport(app=with_state)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client
+
+
+@pytest.fixture
+def sync_app_client(
+    app: Any,
+    _pgfast_databases: pgfast.IsolatedDatabases,
+    _pgfast_loops: _Loops,
+) -> Iterator[Any]:
+    """FastAPI's `TestClient` for your `app`, on a database of the test's own. The TestClient
+    runs the app in an event loop of its own thread; the pool is made in that loop."""
+    from fastapi.testclient import TestClient
+
+    name = asyncio.run(_pgfast_databases.create())
+    config = dataclasses.replace(_pgfast_loops.config, url=_pgfast_databases.url(name), min_connections=1)
+    pools: list[asyncpg.Pool] = []
+
+    async def test_pool() -> asyncpg.Pool:
+        return pools[0]
+
+    try:
+        with _pool_override(app, test_pool), TestClient(app) as client:
+            portal = client.portal
+            assert portal is not None  # set while the client is entered
+            pools.append(portal.call(pgfast.create_pool, config))
+            try:
+                yield client
+            finally:
+                portal.call(pgfast.close_pool, pools[0])
+    finally:
+        _pgfast_databases.release(name)
+
+
+@contextlib.contextmanager
+def _pool_override(app: Any, pool: Callable[[], Awaitable[asyncpg.Pool]]) -> Iterator[None]:
+    overrides = app.dependency_overrides
+    overrides[pgfast.get_db_pool] = pool
+    try:
+        yield
+    finally:
+        overrides.pop(pgfast.get_db_pool, None)
+
+
 def _failed(request: pytest.FixtureRequest) -> bool:
     reports = request.node.stash.get(_REPORTS, {})
     return any(report.failed for report in reports.values())
@@ -436,11 +541,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _add_options(parser: pytest.Parser) -> None:
-    parser.getgroup("pgfast").addoption(
+    parser.getgroup("pgfast").addoption(  # first: the second registration stops here
         "--pgfast-keep-failed",
         action="store_true",
         dest="pgfast_keep_failed",
         help="keep the databases of failed tests and print how to connect to them",
+    )
+    parser.addini(
+        "pgfast_app_role",
+        "the role the app connects as: test databases are used as it (created if missing)",
+        default="",
     )
 
 

@@ -24,8 +24,10 @@ async def tenant_settings(x_tenant: str = Header(default="")) -> dict[str, str]:
     return {"app.tenant_id": x_tenant}
 
 
-def create_app(url: str, *, migrate: bool = True) -> FastAPI:
-    config = pgfast.DatabaseConfig(url=url, migrations_dirs=MIGRATIONS, min_connections=1)
+def create_app(url: str | None = None, *, migrate: bool = True) -> FastAPI:
+    """The app; its database is `url`, else DATABASE_URL, read when the app starts (so tests can
+    import and build it with no database configured: pgfast's test clients give it theirs)."""
+    config = pgfast.DatabaseConfig(url=url, migrations_dirs=MIGRATIONS, min_connections=1) if url else None
     app = FastAPI(title="notes", lifespan=pgfast.create_lifespan(config, migrate=migrate))
     tenant_connection = pgfast.create_rls_dependency(tenant_settings)
 

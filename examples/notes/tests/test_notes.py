@@ -17,12 +17,16 @@ async def test_each_tenant_sees_only_its_notes(client: httpx.AsyncClient) -> Non
 
 
 async def test_a_note_is_stored_for_its_tenant_only(
-    client: httpx.AsyncClient, db_with_fixtures: asyncpg.Pool
+    client: httpx.AsyncClient, isolated_db: asyncpg.Pool
 ) -> None:
     created = await client.post("/notes", json={"body": "Call Wile E."}, headers={"X-Tenant": "acme"})
     assert created.status_code == 201
-    owner = await db_with_fixtures.fetchval("SELECT tenant_id FROM notes WHERE id = $1", created.json()["id"])
-    assert owner == "acme"
+    # isolated_db is the app's database, used as its role: the policy applies here too.
+    async with isolated_db.acquire() as conn, conn.transaction():
+        note = "SELECT tenant_id FROM notes WHERE id = $1"
+        assert await conn.fetchval(note, created.json()["id"]) is None  # no tenant set: no rows
+        await conn.execute("SELECT set_config('app.tenant_id', 'acme', true)")
+        assert await conn.fetchval(note, created.json()["id"]) == "acme"
     assert "Call Wile E." not in (await client.get("/notes", headers={"X-Tenant": "globex"})).json()
 
 
