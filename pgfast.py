@@ -153,8 +153,14 @@ _FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fix
 _MIGRATION_NAME: Final = re.compile(r"[a-z0-9_]+")
 _DEPENDS_ON: Final = re.compile(r"--\s*depends_on\s*:(?P<versions>.*)", re.IGNORECASE)
 _NO_TRANSACTION: Final = re.compile(r"--\s*pgfast\s*:\s*no-transaction\s*$", re.IGNORECASE)
-# A header comment meant as a directive (`-- depends on: 1`, `-- pgfast: notransaction`).
-_DIRECTIVE_LIKE: Final = re.compile(r"--\s*(?:depend[\w ]*?|pgfast)\s*:", re.IGNORECASE)
+# A comment meant as a directive: `-- depends on: 1`, `-- depends-on 1`, `-- depends_on = 1`,
+# `-- pgfast no-transaction`, `-- no_transaction` (prose like `-- depends on the users table`
+# is not one). In a /* block comment */ too, where pgfast reads nothing.
+_DIRECTIVE_LIKE: Final = re.compile(
+    r"(?:--|/\*)\s*(?:depend[\w ]*?\s*[:=]|depends?[-_]on"
+    r"|pgfast\s*[:=]|pgfast\s+no\W?transaction|no[-_ ]?transaction\s*(?:\*/)?$)",
+    re.IGNORECASE,
+)
 # A file name that was probably meant as a migration or fixture (matched lower-cased).
 _NEAR_MISS: Final = re.compile(
     r"(?P<version>[0-9]+)[._-]?(?P<name>.*?)(?:[._-](?P<suffix>up|down|fixture)[a-z]*)?\.(?P<ext>sql|py)"
@@ -1545,7 +1551,14 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
         if not line:
             continue
         if not line.startswith("--"):
-            in_header = False  # the header is the leading block of comments
+            in_header = False  # the header is the leading block of -- comments
+            if _DIRECTIVE_LIKE.search(line) and "/*" in line:
+                raise MigrationFileError(
+                    f"{path}:{number}: {line!r} is a block comment, where pgfast reads no directive; "
+                    "write it as a -- comment in the header at the top of the file",
+                    [path],
+                    line=number,
+                )
             continue
         if not _DIRECTIVE_LIKE.match(line):
             continue
@@ -1558,6 +1571,13 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
                 line=number,
             )
         if match := _DEPENDS_ON.match(line):
+            if not match["versions"].strip():
+                raise MigrationFileError(
+                    f"{where}: depends_on lists no version; name the versions this migration needs "
+                    "('-- depends_on: 20250101000000') or delete the line",
+                    [path],
+                    line=number,
+                )
             for item in re.split(r"[\s,]+", match["versions"].strip()):
                 if not item:
                     continue
@@ -1572,11 +1592,7 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
         elif _NO_TRANSACTION.match(line):
             no_transaction = True
         else:
-            right = (
-                "-- pgfast: no-transaction"
-                if line[2:].strip().lower().startswith("pgfast")
-                else "-- depends_on: VERSION, ..."
-            )
+            right = "-- depends_on: VERSION, ..." if "depend" in line.lower() else "-- pgfast: no-transaction"
             raise MigrationFileError(
                 f"{where}: cannot parse the directive {line!r}; write {right!r}", [path], line=number
             )
@@ -1632,7 +1648,9 @@ def _sql_files(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path
                         [path],
                     )
                 if file.lower().endswith((".sql", ".py")) and file != "__init__.py":
-                    seen.setdefault(os.path.realpath(path), path)
+                    # The same directory reached twice (nested or linked) gives each file once;
+                    # two names for one file (a link) are two migrations, each checked as one.
+                    seen.setdefault(os.path.join(os.path.realpath(folder), file), path)
     return sorted(seen.values())
 
 

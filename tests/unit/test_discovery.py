@@ -245,3 +245,41 @@ def test_unreadable_directory_is_skipped_with_one_warning(
         f"pgfast: skipped 1 unreadable directory while looking for 'migrations' directories under {tmp_path}: "
         f"{tmp_path / 'locked'}"
     ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "-- depends-on: 1",
+        "-- depends_on = 1",
+        "/* depends_on: 1 */",
+        "-- depends_on:",
+        "-- pgfast no-transaction",
+        "-- no-transaction",
+        "/* pgfast: no-transaction */",
+        "-- pgfast = no-transaction",
+    ],
+)
+def test_more_directive_look_alikes_are_errors(tmp_path: Path, header: str) -> None:
+    # Found by an adversarial pass: each was ignored and the migration applied without it.
+    write(tmp_path, "migrations/1_a_up.sql")
+    write(tmp_path, "migrations/2_b_up.sql", f"{header}\nCREATE INDEX CONCURRENTLY i ON t (x);\n")
+    error = discovery_error(tmp_path)
+    assert str(error).startswith(f"{tmp_path / 'migrations' / '2_b_up.sql'}:1: ")
+    assert error.line == 1
+
+
+def test_a_linked_file_is_a_migration_of_its_own_and_the_target_stays(tmp_path: Path) -> None:
+    # Found by an adversarial pass: files were deduplicated by the file they point at, so a
+    # regular migration vanished when another name linked to it.
+    write(tmp_path, "migrations/1_a_up.sql", "SELECT 1;")
+    write(tmp_path, "shared/common.sql", "SELECT 2;")
+    (tmp_path / "migrations" / "2_b_up.sql").symlink_to(tmp_path / "migrations" / "1_a_up.sql")
+    (tmp_path / "migrations" / "3_c_up.sql").symlink_to(tmp_path / "shared" / "common.sql")
+    (tmp_path / "migrations" / "1_a_down.sql").symlink_to(tmp_path / "shared" / "common.sql")
+    found = pgfast.discover_migrations([tmp_path / "migrations"])
+    assert [(m.version, m.sql, m.down_path is not None) for m in found] == [
+        (1, "SELECT 1;", True),
+        (2, "SELECT 1;", False),
+        (3, "SELECT 2;", False),
+    ]
