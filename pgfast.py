@@ -1669,9 +1669,10 @@ def _base_dirs(dirs: Iterable[str | Path] | None, dirname: str, root: str | Path
 
 def _unreadable_dir(exc: OSError) -> None:
     # Inside a migrations directory a skipped subdirectory could hide migrations: refuse.
+    fix = "run again" if isinstance(exc, FileNotFoundError) else "fix its permissions"
+    problem = "it disappeared while being read" if isinstance(exc, FileNotFoundError) else exc.strerror
     raise MigrationFileError(
-        f"{exc.filename}: cannot read this directory ({exc.strerror}); fix its permissions",
-        [Path(exc.filename)],
+        f"{exc.filename}: cannot read this directory ({problem}); {fix}", [Path(exc.filename)]
     ) from exc
 
 
@@ -3798,7 +3799,8 @@ def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
     env_dirs, variable = _dirs_setting("migrations", None)
     if env_dirs and args.root is None:
         print(f"pgfast: migrations from {variable}: {', '.join(map(str, env_dirs))}", file=sys.stderr)
-        return discover_migrations()  # from the variable, which the error for a wrong entry names
+        # from the variable, which the error for a wrong entry names
+        return _some_migrations(discover_migrations(), ", ".join(map(str, env_dirs)))
     root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
     if not root.is_dir():
         raise ConfigError(
@@ -3819,7 +3821,28 @@ def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
     found = ", ".join(os.path.relpath(d, root) for d in dirs[:3])
     more = f" and {len(dirs) - 3} more" if len(dirs) > 3 else ""
     print(f"pgfast: looked under {root}: migrations in {found}{more}", file=sys.stderr)
-    return discover_migrations(dirs)
+    places = sorted({Path(os.path.relpath(d, root)).parts[0] for d in dirs})
+    if len(places) > 1 and not any((root / marker).exists() for marker in _PROJECT_MARKERS):
+        # Not a project's root (from /, or a folder of checkouts): they may be several projects'.
+        raise ConfigError(
+            f"directories named 'migrations' in {len(places)} places under {root} "
+            f"({', '.join(places[:5])}{', ...' if len(places) > 5 else ''}), which holds no "
+            "pyproject.toml, setup.py, setup.cfg or .git to say they are one project's",
+            setting="root",
+            fix="run pgfast from your project's directory, pass --root DIR or set PGFAST_MIGRATIONS_DIRS",
+        )
+    return _some_migrations(discover_migrations(dirs), found + more)
+
+
+def _some_migrations(migrations: list[Migration], where: str) -> list[Migration]:
+    if not migrations:
+        raise ConfigError(
+            f"no migration files in {where}",
+            setting="root",
+            fix="write one with 'pgfast schema create', or point pgfast at your migrations with "
+            "--root DIR or PGFAST_MIGRATIONS_DIRS",
+        )
+    return migrations
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

@@ -208,3 +208,36 @@ def test_library_discovery_of_the_repo_layouts_still_works() -> None:
     )
     assert [m.name for m in notes] == ["tenants", "notes"]
     assert pgfast.discover_migrations([HERE / "tests/schema/migrations"])
+
+
+def test_migrations_directories_with_no_migration_in_them_are_an_error(tmp_path: Path, blank_db: str) -> None:
+    # Found by an adversarial pass: from /usr, another tool's migrations/ (an __init__.py and
+    # yaml files) made `up` say "all 0 migration(s) are applied" and exit 0.
+    write(tmp_path, "pyproject.toml", "")
+    write(tmp_path, "tool/migrations/__init__.py", "")
+    write(tmp_path, "tool/migrations/services.yaml", "x: 1")
+    for command in ("up", "status", "verify", "down"):
+        result = cli(tmp_path, blank_db, "schema", command)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == (
+            "pgfast: error: no migration files in tool/migrations; write one with 'pgfast schema "
+            "create', or point pgfast at your migrations with --root DIR or PGFAST_MIGRATIONS_DIRS"
+        ), result.stderr
+
+
+def test_outside_any_project_migrations_in_several_places_are_an_error(tmp_path: Path, blank_db: str) -> None:
+    # Found by an adversarial pass: from /, 144 directories named migrations under /tmp (none in
+    # a project) were collected, and `up` would have applied them all.
+    write(tmp_path, "checkout-a/migrations/1_a_up.sql")
+    write(tmp_path, "checkout-b/db/migrations/2_b_up.sql")
+    result = cli(tmp_path, blank_db, "schema", "up")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"pgfast: error: directories named 'migrations' in 2 places under {tmp_path} (checkout-a, "
+        "checkout-b), which holds no pyproject.toml, setup.py, setup.cfg or .git to say they are one "
+        "project's; run pgfast from your project's directory, pass --root DIR or set PGFAST_MIGRATIONS_DIRS"
+    )
+    assert fetch(blank_db, "SELECT to_regclass('_pgfast_migrations') IS NULL")  # nothing ran
+    one = cli(tmp_path / "checkout-a", blank_db, "schema", "status")  # from one of them: fine
+    assert one.returncode == 0, one.stderr
