@@ -3919,8 +3919,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     async def run(conn: "_Connection") -> int:
         statuses = await migration_status(conn, migrations)
-        code = _status_exit_code(statuses, order_problem)
         partial = sum(s.state == "partial" for s in statuses)
+        # A run holding the migration lock may be in the middle of that migration right now.
+        running = await _lock_holder(conn, MIGRATION_LOCK_KEY) if partial else None
+        if running:
+            print(
+                f"pgfast: a migration run holds the lock now (pid {running['pid']}, "
+                f"application_name {running['application_name'] or '-'!r}): a partial migration may "
+                "still be under way; run status again when it ends",
+                file=sys.stderr,
+            )
+        settled = [s for s in statuses if not (running and s.state == "partial")]
+        code = _status_exit_code(settled, order_problem)
         if args.json:
             print(json.dumps({"migrations": [s.as_json() for s in statuses]}, indent=2))
             return code
@@ -3931,6 +3941,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if s.state == "partial":
                 doing = " while rolling back" if s.direction == "down" else ""
                 note = f"{s.statements_done} of {s.statements_total} statements done{doing}"
+                note += f" (a run holds the lock: pid {running['pid']})" if running else ""
             print(f"{s.version:<16} {s.state:<9} {s.name:<40} {note}".rstrip())
         counts = {
             state: sum(s.state == state for s in statuses)

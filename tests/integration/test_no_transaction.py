@@ -313,3 +313,30 @@ def test_library_words_and_known_facts_in_the_messages() -> None:
         "DROP INDEX CONCURRENTLY IF EXISTS i2 first)"
     )
     assert pgfast._concurrent_index_hint("CREATE INDEX t_x ON t (x)") == ""
+
+
+def test_status_while_a_run_is_still_applying_says_so_instead_of_stopped(project: Path, db: str) -> None:
+    # Found by an adversarial pass: status called a migration still being applied by a live run
+    # "partial" (stopped part way) and exited 1.
+    database = query(db, "SELECT current_database() AS d")[0]["d"]
+    query(db, f"ALTER DATABASE {database} SET test.sleep = '30'")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgfast", "schema", "up"],
+        cwd=project,
+        env=cli_env(db),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(db, "pg_sleep(coalesce", present=True)
+        status = pgfast_cli(project, db, "schema", "status")
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+        wait_until(db, "pg_sleep(coalesce", present=False)
+        query(db, f"ALTER DATABASE {database} RESET test.sleep")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "a migration run holds the lock now (pid " in status.stderr
+    line = status.stdout.splitlines()[1]
+    assert line.startswith("2") and "partial" in line and "(a run holds the lock: pid " in line
