@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -12,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request
-from helpers import UrlOf, serve
+from helpers import UrlOf, free_port, serve
 
 import pgfast
 
@@ -158,12 +159,17 @@ async def test_wrong_database_fails_at_once_naming_it(postgres_server: str) -> N
 async def test_startup_waits_for_a_database_that_comes_up_later(
     isolated_db: asyncpg.Pool, url_of: UrlOf
 ) -> None:
-    """A relay that starts listening only after a delay stands in for a database still booting."""
+    """A relay that answers its first two connections as a booting PostgreSQL does (57P03, "the
+    database system is starting up") and then relays to the real database."""
     target = urlsplit(url_of(isolated_db))
     socket_dir = dict(parse_qsl(target.query)).get("host")
-    listener_port = _free_port()
+    refused: list[int] = []
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(refused) < 2:
+            refused.append(1)
+            await answer_starting_up(reader, writer)
+            return
         if socket_dir:
             up_reader, up_writer = await asyncio.open_unix_connection(
                 f"{socket_dir}/.s.PGSQL.{target.port or 5432}"
@@ -179,27 +185,30 @@ async def test_startup_waits_for_a_database_that_comes_up_later(
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
 
-    async def open_later() -> asyncio.Server:
-        await asyncio.sleep(0.7)
-        return await asyncio.start_server(relay, "127.0.0.1", listener_port)
-
-    url = f"postgresql://{target.username}@127.0.0.1:{listener_port}{target.path}"
-    opener = asyncio.create_task(open_later())
-    pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url, min_connections=1, timeout=8))
-    server = await opener
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    url = f"postgresql://{target.username}@127.0.0.1:{server.sockets[0].getsockname()[1]}{target.path}"
     try:
-        assert await pool.fetchval("SELECT current_database()") == target.path.lstrip("/")
+        pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url, min_connections=1, timeout=8))
+        try:
+            assert await pool.fetchval("SELECT current_database()") == target.path.lstrip("/")
+        finally:
+            await pgfast.close_pool(pool)
     finally:
-        await pgfast.close_pool(pool)
         server.close()
+    assert len(refused) == 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+async def answer_starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the client's startup packet (after declining TLS) and answer FATAL 57P03."""
+    length, code = struct.unpack("!ii", await reader.readexactly(8))
+    if code == 80877103:  # SSLRequest
+        writer.write(b"N")
+        length, code = struct.unpack("!ii", await reader.readexactly(8))
+    await reader.readexactly(length - 8)
+    fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    writer.write(b"E" + struct.pack("!i", 4 + len(fields)) + fields)
+    await writer.drain()
+    writer.close()
 
 
 async def test_close_pool_terminates_connections_never_released(
@@ -597,7 +606,7 @@ async def test_apps_mounted_in_the_app_find_its_pool_under_a_real_server(
         lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(url_of(db_with_fixtures))))
     )
     app.mount("/v1", notes_app("postgresql://unused@127.0.0.1:1/never"))  # its lifespan would fail
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:
