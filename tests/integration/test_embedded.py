@@ -68,7 +68,7 @@ def test_no_test_database_url_starts_one_tuned_server_shared_by_workers(project:
     assert len(facts) == 1, facts  # both workers, one server
     data_directory, fsync, synchronous_commit = facts.pop().split()
     assert (fsync, synchronous_commit) == ("off", "off")
-    assert data_directory.startswith(str(pgfast._tmpfs_dir() / "pgfast-pg-"))
+    assert data_directory.startswith(str(pgfast.EmbeddedPostgres().base / "pgfast-pg-"))
     server_root = Path(data_directory).parent  # stopped and removed, its lock file too
     assert not server_root.exists() and not server_root.with_suffix(".lock").exists()
 

@@ -50,4 +50,4 @@ def test_running_the_example_serves_notes_on_an_embedded_server() -> None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
         process.stdout.close()
-    assert not list(pgfast._tmpfs_dir().glob(f"pgfast-pg-notes-{process.pid}*"))
+    assert not list(pgfast.EmbeddedPostgres().base.glob(f"pgfast-pg-notes-{process.pid}*"))
