@@ -76,12 +76,30 @@ def pgfast_cli(
     return subprocess.run(
         [sys.executable, "-m", "pgfast", *args],
         cwd=cwd,
-        env=user_env(**({"DATABASE_URL": url} if url is not None else {}), **(env or {})),
+        env=_cli_env(url, env),
         capture_output=True,
         text=True,
         timeout=120,
         input=stdin,
     )
+
+
+def start_pgfast(
+    cwd: Path, url: str | None, *args: str, env: dict[str, str] | None = None
+) -> "subprocess.Popen[str]":
+    """`pgfast_cli` started in the background, its output piped, for a test to race or stop."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgfast", *args],
+        cwd=cwd,
+        env=_cli_env(url, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _cli_env(url: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    return user_env(**({"DATABASE_URL": url} if url is not None else {}), **(env or {}))
 
 
 def run_pytest(

@@ -4,14 +4,13 @@ import asyncio
 import hashlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import error_line, fetch, ledger, pgfast_cli, user_env, write
+from helpers import error_line, fetch, ledger, pgfast_cli, start_pgfast, write
 
 import pgfast
 
@@ -176,18 +175,7 @@ def test_concurrent_up_processes_apply_each_migration_once(tmp_path: Path, blank
         "migrations/13_index_up.sql",
         "-- pgfast: no-transaction\nCREATE INDEX CONCURRENTLY runs_v ON runs (version);",
     )
-    env = user_env(DATABASE_URL=blank_db)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pgfast", "schema", "up"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(6)
-    ]
+    procs = [start_pgfast(tmp_path, blank_db, "schema", "up") for _ in range(6)]
     outputs = [p.communicate(timeout=120) for p in procs]
     results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
     assert [code for code, _, _ in results] == [0] * 6, results

@@ -8,13 +8,12 @@ behind. Every step after a stop is what a user would type: status, up, up --resu
 import json
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import error_line, fetch, pgfast_cli, user_env, wait_for, write
+from helpers import error_line, fetch, pgfast_cli, start_pgfast, wait_for, write
 
 import pgfast
 
@@ -63,14 +62,7 @@ def stop_up_in_statement_2(project: Path, url: str, sig: signal.Signals) -> subp
     """Run `schema up`, stop it with `sig` while statement 2 of 2_slow sleeps; return what it printed."""
     database = fetch(url, "SELECT current_database() AS d")[0]["d"]
     fetch(url, f"ALTER DATABASE {database} SET test.sleep = '30'")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pgfast", "schema", "up"],
-        cwd=project,
-        env=user_env(DATABASE_URL=url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_pgfast(project, url, "schema", "up")
     try:
         wait_until(url, "pg_sleep(coalesce", present=True)
         process.send_signal(sig)

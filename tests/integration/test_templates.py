@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import databases_named, fetch, pgfast_cli, user_env
+from helpers import databases_named, fetch, pgfast_cli, start_pgfast
 
 import pgfast
 
@@ -168,8 +168,13 @@ def test_drop_refuses_databases_pgfast_did_not_create(postgres_server: str) -> N
         asyncio.run(attempt())
 
 
-def cli(project: Path, server: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return pgfast_cli(project, None, "test-db", *args, env={"TEST_DATABASE_URL": server}, stdin=stdin)
+def cli(
+    project: Path, server: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pgfast test-db ARGS` on `server`."""
+    return pgfast_cli(
+        project, None, "test-db", *args, env={"TEST_DATABASE_URL": server, **(env or {})}, stdin=stdin
+    )
 
 
 def test_cli_create_list_cleanup(project: Path, own_server: str) -> None:
@@ -208,14 +213,7 @@ def test_cli_creates_started_together_get_distinct_names(project: Path, postgres
     first = cli(project, postgres_server, "create")  # builds the template: the rest race on names only
     assert first.returncode == 0, first.stderr
     racers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pgfast", "test-db", "create"],
-            cwd=project,
-            env=user_env(TEST_DATABASE_URL=postgres_server),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_pgfast(project, None, "test-db", "create", env={"TEST_DATABASE_URL": postgres_server})
         for _ in range(4)
     ]
     outputs = [racer.communicate(timeout=120) for racer in racers]
@@ -254,16 +252,8 @@ def test_cli_cleanup_from_elsewhere_keeps_the_templates_of_the_migrations_it_is_
     with pgfast.IsolatedDatabases(own_server, migrations) as current:
         pass
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
-    env |= {"TEST_DATABASE_URL": own_server, "PGFAST_MIGRATIONS_DIRS": str(project / "app" / "migrations")}
-    result = subprocess.run(
-        [sys.executable, "-m", "pgfast", "test-db", "cleanup", "--all"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    migrations_dir = str(project / "app" / "migrations")
+    result = cli(elsewhere, own_server, "cleanup", "--all", env={"PGFAST_MIGRATIONS_DIRS": migrations_dir})
     assert result.returncode == 0, result.stderr
     assert databases_named(own_server, current.template) == [current.template]
 
