@@ -75,17 +75,11 @@ def test_every_command_says_where_it_looked(tmp_path: Path, blank_db: str) -> No
     write(tmp_path, "build/lib/app/migrations/1_a_up.sql", "CREATE TABLE a ();")  # pruned
     where = f"pgfast: looked under {tmp_path}: migrations in app/migrations\n"
     for command in (["up"], ["status"], ["verify"], ["deps"], ["down"]):
-        result = pgfast_cli(
-            tmp_path / "app", blank_db, "schema", *command
-        )  # from a subdirectory: the project root
+        # from a subdirectory: the project root
+        result = pgfast_cli(tmp_path / "app", blank_db, "schema", *command)
         assert (result.returncode, result.stderr) == (0, where), (command, result)
-    result = pgfast_cli(
-        tmp_path,
-        blank_db,
-        "schema",
-        "status",
-        env={"PGFAST_MIGRATIONS_DIRS": str(tmp_path / "app/migrations")},
-    )
+    dirs = {"PGFAST_MIGRATIONS_DIRS": str(tmp_path / "app/migrations")}
+    result = pgfast_cli(tmp_path, blank_db, "schema", "status", env=dirs)
     assert result.stderr == f"pgfast: migrations from PGFAST_MIGRATIONS_DIRS: {tmp_path / 'app/migrations'}\n"
 
 
