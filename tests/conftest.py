@@ -8,6 +8,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -60,6 +61,12 @@ async def blank_db(blank_databases: pgfast.IsolatedDatabases) -> AsyncIterator[s
         yield blank_databases.url(name)
     finally:
         await blank_databases.drop(name)
+
+
+@pytest.fixture
+def url_of(pgfast_config: pgfast.DatabaseConfig, db_pool_factory: Any) -> Callable[[asyncpg.Pool], str]:
+    """The URL of a pool that `isolated_db`, `db_with_fixtures` or `db_pool_factory` gave."""
+    return lambda pool: pgfast.database_url(pgfast_config.url, db_pool_factory.name(pool))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from helpers import pid_alive, run_pytest, user_env, wait_for
 
 import pgfast
 
@@ -49,24 +50,9 @@ def user_project(root: Path) -> Path:
     return root
 
 
-def env_without_server() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("TEST_DATABASE_URL", "DATABASE_URL") and not k.startswith("PGFAST_")
-    }
-
-
 def run_without_server(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """pytest in the user's project with no TEST_DATABASE_URL: the embedded server's path."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
-        cwd=project,
-        env=env_without_server() | {"FACTS_FILE": str(project / "facts.txt")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_pytest(project, *args, env={"FACTS_FILE": str(project / "facts.txt")}, timeout=300)
 
 
 @pytest.fixture
@@ -82,7 +68,7 @@ def test_no_test_database_url_starts_one_tuned_server_shared_by_workers(project:
     assert len(facts) == 1, facts  # both workers, one server
     data_directory, fsync, synchronous_commit = facts.pop().split()
     assert (fsync, synchronous_commit) == ("off", "off")
-    assert data_directory.startswith(str(pgfast._tmpfs_dir() / "pgfast-pg-"))
+    assert data_directory.startswith(str(pgfast.EmbeddedPostgres().base / "pgfast-pg-"))
     server_root = Path(data_directory).parent  # stopped and removed, its lock file too
     assert not server_root.exists() and not server_root.with_suffix(".lock").exists()
 
@@ -106,7 +92,7 @@ def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
             "tests/test_hang.py",
         ],
         cwd=project,
-        env=env_without_server(),
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -122,14 +108,11 @@ def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
     process.wait()
     process.stdout.close()
     postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
-    assert pgfast._pid_alive(postmaster), "SIGKILL leaves the server running"
+    assert pid_alive(postmaster), "SIGKILL leaves the server running"
     (project / "tests/test_hang.py").unlink()
     result = run_without_server(project)
     assert result.returncode == 0, result.stdout + result.stderr
-    deadline = time.monotonic() + 10
-    while pgfast._pid_alive(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not pgfast._pid_alive(postmaster)
+    wait_for(lambda: not pid_alive(postmaster), "the next run stopped the killed run's server", timeout=10)
     assert not data_directory.parent.exists()
     assert not data_directory.parent.with_suffix(".lock").exists()
 
@@ -138,7 +121,7 @@ def test_testdb_server_prints_a_url_and_cleans_up_on_ctrl_c(tmp_path: Path) -> N
     process = subprocess.Popen(
         [sys.executable, "-m", "pgfast", "test-db", "server"],
         cwd=tmp_path,
-        env=env_without_server(),
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -192,13 +175,8 @@ def test_no_postgresql_to_start_stops_the_run_once_with_one_message(
 ) -> None:
     # 0.9.0 repeated the error with a full traceback for every test (127 lines for 2 tests), and
     # ignored a PGFAST_PG_BIN without binaries, starting whatever else it found.
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
-        cwd=project,
-        env=env_without_server() | {"PGFAST_PG_BIN": "/nowhere/bin", "FACTS_FILE": str(project / "f")},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_pytest(
+        project, *args, env={"PGFAST_PG_BIN": "/nowhere/bin", "FACTS_FILE": str(project / "f")}
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output

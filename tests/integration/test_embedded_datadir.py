@@ -1,6 +1,7 @@
 """The embedded server's data directory deleted mid-run: one message, and no server left behind."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,11 @@ def delete_the_servers_directory(url):
     root = Path(parse_qs(urlsplit(url).query)["host"][0])
     pid = (root / "data" / "postmaster.pid").read_text().split()[0]
     Path(os.environ["SERVER_SEEN"]).write_text(f"{pid}\\n{root}\\n")
-    shutil.rmtree(root)
+    # Moved out of the way first: the server still writes in it, so a delete in place can meet a
+    # file that vanished meanwhile and fail part way (seen under load).
+    moved = root.with_name("deleted-" + root.name)  # not a name pgfast looks for
+    root.rename(moved)
+    shutil.rmtree(moved, ignore_errors=True)
 
 
 if os.environ["FIRST_USES_A_DATABASE"] == "yes":
@@ -109,3 +114,6 @@ def test_deleted_data_directory_ends_the_run_once_and_stops_the_server(
         assert "1 passed, 1 skipped" in output, output
     assert "Traceback" not in output and "never runs" not in output, output
     assert processes_of(int(pid), root) == []
+    shutil.rmtree(
+        Path(root).with_name("deleted-" + Path(root).name), ignore_errors=True
+    )  # what the server wrote after the delete

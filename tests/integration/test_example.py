@@ -1,50 +1,28 @@
 """The notes example: its own test-suite passes, and `python -m examples.notes` serves."""
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
+from helpers import CHECKOUT, free_port, run_pytest, user_env
 
 import pgfast
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def clean_env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PGFAST_", "PYTEST_XDIST")) and k != "DATABASE_URL"
-    }
-
 
 def test_example_test_suite_passes(postgres_server: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/notes"],
-        cwd=ROOT,
-        env=clean_env() | {"TEST_DATABASE_URL": postgres_server},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest(CHECKOUT, "examples/notes", env={"TEST_DATABASE_URL": postgres_server}, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout
 
 
 def test_running_the_example_serves_notes_on_an_embedded_server() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in clean_env().items() if k != "TEST_DATABASE_URL"}
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "examples.notes", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
+        cwd=CHECKOUT,
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -72,4 +50,4 @@ def test_running_the_example_serves_notes_on_an_embedded_server() -> None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
         process.stdout.close()
-    assert not list(pgfast._tmpfs_dir().glob(f"pgfast-pg-notes-{process.pid}*"))
+    assert not list(pgfast.EmbeddedPostgres().base.glob(f"pgfast-pg-notes-{process.pid}*"))

@@ -5,20 +5,15 @@ starts itself (never the shared one), so that nothing else is disturbed when a b
 behind. Every step after a stop is what a user would type: status, up, up --resume, mark.
 """
 
-import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
+from helpers import error_line, fetch, pgfast_cli, start_pgfast, wait_for, write
 
 import pgfast
 
@@ -41,90 +36,33 @@ def server() -> Iterator[str]:
 @pytest.fixture
 def db(server: str) -> str:
     name = f"nt_{uuid.uuid4().hex[:12]}"
-    query(server, f"CREATE DATABASE {name}")
+    fetch(server, f"CREATE DATABASE {name}")
     # A backend whose client was SIGKILLed notices within 100 ms, even inside pg_sleep.
-    query(server, f"ALTER DATABASE {name} SET client_connection_check_interval = '100ms'")
+    fetch(server, f"ALTER DATABASE {name} SET client_connection_check_interval = '100ms'")
     return pgfast.database_url(server, name)
 
 
-def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def write(root: Path, name: str, text: str) -> Path:
-    path = root / "migrations" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def cli_env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_") and k != "DATABASE_URL"}
-    env["DATABASE_URL"] = url
-    return env
-
-
-def pgfast_cli(project: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pgfast", *args],
-        cwd=project,
-        env=cli_env(url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def one_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    assert result.returncode == code, result
-    assert "Traceback" not in result.stderr
-    # Every schema command first says where it found its migrations (test_discovery_cli.py).
-    lines = [
-        line for line in result.stderr.strip().splitlines() if not line.startswith("pgfast: looked under")
-    ]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def ledger(url: str) -> list[int]:
-    return [r["version"] for r in query(url, "SELECT version FROM _pgfast_migrations ORDER BY apply_order")]
+    return [r["version"] for r in fetch(url, "SELECT version FROM _pgfast_migrations ORDER BY apply_order")]
 
 
 def wait_until(url: str, sql: str, *, present: bool) -> None:
-    """Poll pg_stat_activity until a backend runs (or no longer runs) `sql`; generous bound for hangs."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = query(
-            url,
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND query LIKE $1",
-            f"%{sql}%",
-        )
-        if bool(rows) == present:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no backend {'started' if present else 'stopped'} running {sql!r} within 60 s")
+    """Until a backend runs (or no longer runs) `sql`."""
+    running = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND query LIKE $1"
+    )
+    wait_for(
+        lambda: bool(fetch(url, running, f"%{sql}%")) == present,
+        f"no backend {'started' if present else 'stopped'} running {sql!r}",
+    )
 
 
 def stop_up_in_statement_2(project: Path, url: str, sig: signal.Signals) -> subprocess.CompletedProcess[str]:
     """Run `schema up`, stop it with `sig` while statement 2 of 2_slow sleeps; return what it printed."""
-    database = query(url, "SELECT current_database() AS d")[0]["d"]
-    query(url, f"ALTER DATABASE {database} SET test.sleep = '30'")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pgfast", "schema", "up"],
-        cwd=project,
-        env=cli_env(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    database = fetch(url, "SELECT current_database() AS d")[0]["d"]
+    fetch(url, f"ALTER DATABASE {database} SET test.sleep = '30'")
+    process = start_pgfast(project, url, "schema", "up")
     try:
         wait_until(url, "pg_sleep(coalesce", present=True)
         process.send_signal(sig)
@@ -132,15 +70,15 @@ def stop_up_in_statement_2(project: Path, url: str, sig: signal.Signals) -> subp
     finally:
         process.kill()
     wait_until(url, "pg_sleep(coalesce", present=False)  # the server noticed, the lock is free
-    query(url, f"ALTER DATABASE {database} RESET test.sleep")
+    fetch(url, f"ALTER DATABASE {database} RESET test.sleep")
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    write(tmp_path, "1_base_up.sql", "CREATE TABLE base (id int);")
-    write(tmp_path, "2_slow_up.sql", SLOW)
-    write(tmp_path, "3_later_up.sql", "CREATE TABLE later (id int);")
+    write(tmp_path, "migrations/1_base_up.sql", "CREATE TABLE base (id int);")
+    write(tmp_path, "migrations/2_slow_up.sql", SLOW)
+    write(tmp_path, "migrations/3_later_up.sql", "CREATE TABLE later (id int);")
     return tmp_path
 
 
@@ -167,7 +105,7 @@ def test_killed_up_is_partial_refused_then_resumed_to_applied(project: Path, db:
         "direction": "up",
     }
 
-    refused = one_line(pgfast_cli(project, db, "schema", "up"))
+    refused = error_line(pgfast_cli(project, db, "schema", "up"))
     assert refused == (
         "pgfast: error: refusing to migrate: 2_slow stopped part way while it was applied without a "
         "transaction: statement 1 of 3 ran and is recorded as done; statement 2 "
@@ -176,7 +114,7 @@ def test_killed_up_is_partial_refused_then_resumed_to_applied(project: Path, db:
         "hand and record the result with 'pgfast schema mark 2 --applied' (or --pending)"
     )
     assert "rolled back" not in refused
-    assert query(db, "SELECT to_regclass('later') AS t")[0]["t"] is None  # nothing ran
+    assert fetch(db, "SELECT to_regclass('later') AS t")[0]["t"] is None  # nothing ran
 
     resumed = pgfast_cli(project, db, "schema", "up", "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -185,8 +123,8 @@ def test_killed_up_is_partial_refused_then_resumed_to_applied(project: Path, db:
         "applied 3_later",
     ]
     assert ledger(db) == [1, 2, 3]
-    assert query(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'a_id'::regclass")[0]["indisvalid"]
-    assert query(db, "SELECT count(*) AS n FROM _pgfast_migration_progress")[0]["n"] == 0
+    assert fetch(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'a_id'::regclass")[0]["indisvalid"]
+    assert fetch(db, "SELECT count(*) AS n FROM _pgfast_migration_progress")[0]["n"] == 0
     final = pgfast_cli(project, db, "schema", "status")
     assert final.returncode == 0
     assert final.stdout.splitlines()[-1] == "3 applied, 0 pending, 0 modified, 0 missing"
@@ -194,7 +132,7 @@ def test_killed_up_is_partial_refused_then_resumed_to_applied(project: Path, db:
 
 def test_ctrl_c_says_what_is_recorded_and_mark_records_a_hand_repair(project: Path, db: str) -> None:
     interrupted = stop_up_in_statement_2(project, db, signal.SIGINT)
-    line = one_line(interrupted, code=130)
+    line = error_line(interrupted, code=130)
     assert line.startswith(
         "pgfast: interrupted: now 1 migration(s) applied and recorded, 1 pending; 2_slow stopped part "
         "way while it was applied without a transaction: statement 1 of 3 ran and is recorded as done; "
@@ -205,7 +143,7 @@ def test_ctrl_c_says_what_is_recorded_and_mark_records_a_hand_repair(project: Pa
     assert pgfast_cli(project, db, "schema", "status").stdout.splitlines()[1].split()[1] == "partial"
 
     # Repair by hand: run the rest, then record it.
-    query(db, "CREATE INDEX a_id ON a (id)")
+    fetch(db, "CREATE INDEX a_id ON a (id)")
     marked = pgfast_cli(project, db, "schema", "mark", "2", "--applied")
     assert marked.returncode == 0, marked.stderr
     assert marked.stdout.strip() == (
@@ -222,14 +160,14 @@ def test_ctrl_c_says_what_is_recorded_and_mark_records_a_hand_repair(project: Pa
 
 
 def test_failed_statement_is_not_called_rolled_back_and_its_cic_hint_works(tmp_path: Path, db: str) -> None:
-    write(tmp_path, "1_t_up.sql", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (1);")
+    write(tmp_path, "migrations/1_t_up.sql", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (1);")
     path = write(
         tmp_path,
-        "2_unique_up.sql",
+        "migrations/2_unique_up.sql",
         "-- pgfast: no-transaction\nCREATE TABLE side (id int);\n\n"
         "CREATE UNIQUE INDEX CONCURRENTLY t_uniq ON t (id);\n",
     )
-    line = one_line(pgfast_cli(tmp_path, db, "schema", "up"))
+    line = error_line(pgfast_cli(tmp_path, db, "schema", "up"))
     assert line.startswith(f"pgfast: error: applying 2_unique failed at {path}")
     assert line.endswith(
         "it runs without a transaction and stopped part way: statement 1 of 2 ran and is recorded as "
@@ -240,25 +178,27 @@ def test_failed_statement_is_not_called_rolled_back_and_its_cic_hint_works(tmp_p
     )
     assert "rolled back" not in line
     assert (
-        query(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_uniq'::regclass")[0]["indisvalid"]
+        fetch(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_uniq'::regclass")[0]["indisvalid"]
         is False
     )
 
-    query(db, "DROP INDEX CONCURRENTLY IF EXISTS t_uniq")  # what the message says
-    query(db, "DELETE FROM t")
+    fetch(db, "DROP INDEX CONCURRENTLY IF EXISTS t_uniq")  # what the message says
+    fetch(db, "DELETE FROM t")
     resumed = pgfast_cli(tmp_path, db, "schema", "up", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert ledger(db) == [1, 2]
-    assert query(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_uniq'::regclass")[0]["indisvalid"]
+    assert fetch(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_uniq'::regclass")[0]["indisvalid"]
 
 
 def test_resume_refuses_a_changed_file(tmp_path: Path, db: str) -> None:
     path = write(
-        tmp_path, "1_two_up.sql", "-- pgfast: no-transaction\nCREATE TABLE x (id int);\nSELECT 1/0;\n"
+        tmp_path,
+        "migrations/1_two_up.sql",
+        "-- pgfast: no-transaction\nCREATE TABLE x (id int);\nSELECT 1/0;\n",
     )
     assert pgfast_cli(tmp_path, db, "schema", "up").returncode == 1
     path.write_text("-- pgfast: no-transaction\nCREATE TABLE x (id int);\nSELECT 1;\n")
-    line = one_line(pgfast_cli(tmp_path, db, "schema", "up", "--resume"))
+    line = error_line(pgfast_cli(tmp_path, db, "schema", "up", "--resume"))
     assert line.startswith(
         f"pgfast: error: cannot resume 1_two: {path} changed since it stopped part way (statement 1 of 2 "
         "ran and is recorded as done; "
@@ -268,11 +208,13 @@ def test_resume_refuses_a_changed_file(tmp_path: Path, db: str) -> None:
 
 
 def test_interrupted_down_is_partial_never_rolled_back_and_resumes(tmp_path: Path, db: str) -> None:
-    write(tmp_path, "1_pair_up.sql", "CREATE TABLE p (id int); CREATE TABLE q (id int);")
-    down = write(tmp_path, "1_pair_down.sql", "-- pgfast: no-transaction\nDROP TABLE p;\nDROP TABLE q;\n")
+    write(tmp_path, "migrations/1_pair_up.sql", "CREATE TABLE p (id int); CREATE TABLE q (id int);")
+    down = write(
+        tmp_path, "migrations/1_pair_down.sql", "-- pgfast: no-transaction\nDROP TABLE p;\nDROP TABLE q;\n"
+    )
     assert pgfast_cli(tmp_path, db, "schema", "up").returncode == 0
-    query(db, "ALTER TABLE q RENAME TO q_moved")  # so statement 2 of the down file fails
-    line = one_line(pgfast_cli(tmp_path, db, "schema", "down"))
+    fetch(db, "ALTER TABLE q RENAME TO q_moved")  # so statement 2 of the down file fails
+    line = error_line(pgfast_cli(tmp_path, db, "schema", "down"))
     assert line == (
         f'pgfast: error: rolling back 1_pair failed at {down}: UndefinedTableError: table "q" does not '
         "exist; it runs without a transaction and stopped part way: statement 1 of 2 ran and is recorded "
@@ -283,14 +225,14 @@ def test_interrupted_down_is_partial_never_rolled_back_and_resumes(tmp_path: Pat
     status = pgfast_cli(tmp_path, db, "schema", "status")
     assert status.returncode == 1
     assert "1 of 2 statements done while rolling back" in status.stdout
-    assert "refusing to migrate: 1_pair stopped part way while it was rolled back" in one_line(
+    assert "refusing to migrate: 1_pair stopped part way while it was rolled back" in error_line(
         pgfast_cli(tmp_path, db, "schema", "up")
     )
-    query(db, "ALTER TABLE q_moved RENAME TO q")
+    fetch(db, "ALTER TABLE q_moved RENAME TO q")
     resumed = pgfast_cli(tmp_path, db, "schema", "down", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert ledger(db) == []
-    assert query(db, "SELECT to_regclass('q') AS t")[0]["t"] is None
+    assert fetch(db, "SELECT to_regclass('q') AS t")[0]["t"] is None
 
 
 def test_library_words_and_known_facts_in_the_messages() -> None:
@@ -318,16 +260,9 @@ def test_library_words_and_known_facts_in_the_messages() -> None:
 def test_status_while_a_run_is_still_applying_says_so_instead_of_stopped(project: Path, db: str) -> None:
     # Found by an adversarial pass: status called a migration still being applied by a live run
     # "partial" (stopped part way) and exited 1.
-    database = query(db, "SELECT current_database() AS d")[0]["d"]
-    query(db, f"ALTER DATABASE {database} SET test.sleep = '30'")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pgfast", "schema", "up"],
-        cwd=project,
-        env=cli_env(db),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    database = fetch(db, "SELECT current_database() AS d")[0]["d"]
+    fetch(db, f"ALTER DATABASE {database} SET test.sleep = '30'")
+    process = start_pgfast(project, db, "schema", "up")
     try:
         wait_until(db, "pg_sleep(coalesce", present=True)
         status = pgfast_cli(project, db, "schema", "status")
@@ -335,7 +270,7 @@ def test_status_while_a_run_is_still_applying_says_so_instead_of_stopped(project
         process.kill()
         process.communicate(timeout=60)
         wait_until(db, "pg_sleep(coalesce", present=False)
-        query(db, f"ALTER DATABASE {database} RESET test.sleep")
+        fetch(db, f"ALTER DATABASE {database} RESET test.sleep")
     assert status.returncode == 0, status.stdout + status.stderr
     assert "a migration run holds the lock now (pid " in status.stderr
     line = status.stdout.splitlines()[1]

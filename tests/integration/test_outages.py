@@ -4,7 +4,6 @@ test starts itself, never the shared one."""
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,16 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from helpers import free_port, serve
 
 import pgfast
 
 
 @pytest.fixture
 def throwaway_server() -> Iterator[pgfast.EmbeddedPostgres]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = pgfast.EmbeddedPostgres(run_id=f"outage-{uuid.uuid4().hex[:8]}", port=port)
+    server = pgfast.EmbeddedPostgres(run_id=f"outage-{uuid.uuid4().hex[:8]}", port=free_port())
     with server:
         yield server
 
@@ -53,15 +50,13 @@ def test_restart_answers_503_with_retry_after_logs_one_line_and_recovers(
     paths = ["/plain", "/rls", "/plain", "/rls"]
 
     async def scenario() -> tuple[list[httpx.Response], ...]:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                before = [await client.get(p) for p in paths]
-                pg_ctl(throwaway_server, "-m", "fast", "stop")
-                during = [await client.get(p) for p in paths * 3]
-                health = [await client.get("/health")]
-                pg_ctl(throwaway_server, "-l", str(throwaway_server.root / "server.log"), "start")
-                after = [await client.get(p) for p in paths]
+        async with serve(app) as client:
+            before = [await client.get(p) for p in paths]
+            pg_ctl(throwaway_server, "-m", "fast", "stop")
+            during = [await client.get(p) for p in paths * 3]
+            health = [await client.get("/health")]
+            pg_ctl(throwaway_server, "-l", str(throwaway_server.root / "server.log"), "start")
+            after = [await client.get(p) for p in paths]
         return before, during, health, after
 
     with caplog.at_level(logging.INFO):

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import Depends, FastAPI, Request
+from helpers import UrlOf
 
 import pgfast
 
@@ -136,31 +137,27 @@ async def tenant_db(isolated_db: asyncpg.Pool) -> asyncpg.Pool:
     return isolated_db
 
 
-def _url_of(pool: asyncpg.Pool) -> str:
-    return str(pool._connect_args[0])  # type: ignore[attr-defined]
-
-
 async def test_rls_dependency_never_shows_another_tenant_behind_pgbouncer(
-    tenant_db: asyncpg.Pool, pgbouncer_port: int
+    tenant_db: asyncpg.Pool, pgbouncer_port: int, url_of: UrlOf
 ) -> None:
-    url = through_bouncer(_url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
+    url = through_bouncer(url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
     done, wrong, errors = await hammer(make_app(url), "/notes")
     assert (done, wrong, errors) == (2000, 0, 0)
 
 
 async def test_negative_control_session_settings_do_leak_behind_pgbouncer(
-    tenant_db: asyncpg.Pool, pgbouncer_port: int
+    tenant_db: asyncpg.Pool, pgbouncer_port: int, url_of: UrlOf
 ) -> None:
-    url = through_bouncer(_url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
+    url = through_bouncer(url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
     done, wrong, _errors = await hammer(make_app(url), "/leaky", requests=1000)
     assert done == 1000
     assert wrong > 0, "the harness should see the leak of is_local=false settings"
 
 
 async def test_statement_cache_must_be_off_behind_pgbouncer(
-    tenant_db: asyncpg.Pool, pgbouncer_port: int
+    tenant_db: asyncpg.Pool, pgbouncer_port: int, url_of: UrlOf
 ) -> None:
-    url = through_bouncer(_url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
+    url = through_bouncer(url_of(tenant_db), pgbouncer_port, "pgfast_tenant")
     _, wrong, errors = await hammer(make_app(url, pgbouncer=False), "/notes", requests=600)
     assert wrong + errors > 0, "with asyncpg's statement cache on, PgBouncer mixes prepared statements up"
     _, wrong, errors = await hammer(make_app(url, pgbouncer=True), "/notes", requests=600)

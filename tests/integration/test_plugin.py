@@ -1,16 +1,15 @@
 """The pytest plugin as users meet it: small projects run by pytest in a subprocess."""
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from helpers import databases_named, run_pytest, user_env
 
 import pgfast
 
@@ -61,37 +60,24 @@ async def test_db_pool_factory_gives_separate_databases(db_pool_factory):
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _server(postgres_server: str) -> Iterator[None]:
-    """The user projects below run on this suite's server, so what they leave can be seen."""
-    global SERVER
-    SERVER = postgres_server
-    yield
+def orphans(server: str) -> list[str]:
+    """Test databases whose creator process is gone: what a run must never leave behind."""
 
-
-SERVER = ""
-
-
-def server_databases(server: str = "") -> list[str]:
     async def run() -> list[str]:
-        conn = await asyncpg.connect(server or SERVER)
+        conn = await asyncpg.connect(server)
         try:
-            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_test\\_%'")
-            return [r["datname"] for r in rows]
+            found = await pgfast.list_test_databases(conn)
         finally:
             await conn.close()
+        return [
+            db.name for db in found if db.kind == "test" and db.creator.startswith("pid") and not db.running
+        ]
 
     return asyncio.run(run())
 
 
-def orphans() -> list[str]:
-    """Test databases whose creator process is gone: what a run must never leave behind."""
-    found = []
-    for name in server_databases():
-        pid = int(name.split("_")[3])
-        if pid and not pgfast._pid_alive(pid):
-            found.append(name)
-    return found
+def databases_of_tests(server: str) -> list[str]:
+    return databases_named(server, "pgfast\\_test\\_%")
 
 
 def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = strict") -> Path:
@@ -110,23 +96,11 @@ def make_project(root: Path, conftest: str = "", ini: str = "asyncio_mode = stri
     return root
 
 
-def user_env(server: str = "") -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PGFAST_")} | {
-        "TEST_DATABASE_URL": server or SERVER
-    }
-
-
-def run_pytest(
-    project: Path, *args: str, timeout: float = 180, server: str = "", env: dict[str, str] | None = None
+def run_pytest_on(
+    server: str, project: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
-        cwd=project,
-        env=user_env(server) | (env or {}),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """pytest in the user's `project`, whose tests run on `server`."""
+    return run_pytest(project, *args, env={"TEST_DATABASE_URL": server, **(env or {})})
 
 
 def assert_passed(result: subprocess.CompletedProcess[str], count: int) -> None:
@@ -145,22 +119,24 @@ def assert_passed(result: subprocess.CompletedProcess[str], count: int) -> None:
     ],
     ids=["entry-point", "pytest_plugins", "star-import", "star-import-only", "all-combined"],
 )
-def test_every_way_of_enabling_the_plugin_works(tmp_path: Path, conftest: str, args: tuple[str, ...]) -> None:
+def test_every_way_of_enabling_the_plugin_works(
+    tmp_path: Path, conftest: str, args: tuple[str, ...], postgres_server: str
+) -> None:
     # Every way takes the plugin's options too (0.9.0's star import brought no hooks).
-    result = run_pytest(make_project(tmp_path, conftest), *args, "--pgfast-keep-failed")
+    result = run_pytest_on(postgres_server, make_project(tmp_path, conftest), *args, "--pgfast-keep-failed")
     assert_passed(result, 6)
-    assert orphans() == []
+    assert orphans(postgres_server) == []
 
 
-def test_auto_mode_needs_no_marks(tmp_path: Path) -> None:
+def test_auto_mode_needs_no_marks(tmp_path: Path, postgres_server: str) -> None:
     project = make_project(tmp_path, ini="asyncio_mode = auto")
     (project / "tests/test_app.py").write_text(TESTS.replace("pytestmark = pytest.mark.asyncio", ""))
-    assert_passed(run_pytest(project), 6)
+    assert_passed(run_pytest_on(postgres_server, project), 6)
 
 
-def test_session_loop_scope_works(tmp_path: Path) -> None:
+def test_session_loop_scope_works(tmp_path: Path, postgres_server: str) -> None:
     ini = "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = session\nasyncio_default_test_loop_scope = session"
-    assert_passed(run_pytest(make_project(tmp_path, ini=ini)), 6)
+    assert_passed(run_pytest_on(postgres_server, make_project(tmp_path, ini=ini)), 6)
 
 
 AHEAD_CONFTEST = """
@@ -227,13 +203,15 @@ async def test_transaction(db_transaction, n):
 
 
 @pytest.mark.parametrize("loop_scope", ["session", "function"])
-def test_tests_sharing_a_loop_get_connections_made_ahead(tmp_path: Path, loop_scope: str) -> None:
+def test_tests_sharing_a_loop_get_connections_made_ahead(
+    tmp_path: Path, loop_scope: str, postgres_server: str
+) -> None:
     ini = f"asyncio_default_fixture_loop_scope = {loop_scope}\nasyncio_default_test_loop_scope = {loop_scope}"
     project = make_project(tmp_path, conftest=AHEAD_CONFTEST, ini=ini)
     (project / "tests/test_app.py").write_text(AHEAD_TESTS)
     ahead = tmp_path / "ahead.txt"
     env = {"AHEAD_FILE": str(ahead), "AHEAD_WAIT": "1" if loop_scope == "session" else ""}
-    result = run_pytest(project, "-W", "error", env=env)
+    result = run_pytest_on(postgres_server, project, "-W", "error", env=env)
     assert_passed(result, 8)
     assert "Unclosed" not in result.stdout + result.stderr
     lines = [line.split() for line in ahead.read_text().splitlines()]
@@ -246,16 +224,18 @@ def test_tests_sharing_a_loop_get_connections_made_ahead(tmp_path: Path, loop_sc
     else:
         assert made_ahead == ["False"] * 5
         assert len(pids) == 3
-    assert orphans() == []
+    assert orphans(postgres_server) == []
 
 
-def test_parallel_with_xdist_leaves_nothing_behind(tmp_path: Path) -> None:
-    result = run_pytest(make_project(tmp_path), "-n", "2")
+def test_parallel_with_xdist_leaves_nothing_behind(tmp_path: Path, postgres_server: str) -> None:
+    result = run_pytest_on(postgres_server, make_project(tmp_path), "-n", "2")
     assert_passed(result, 6)
-    assert orphans() == []
+    assert orphans(postgres_server) == []
 
 
-def test_failed_test_with_unreleased_connection_still_gets_dropped(tmp_path: Path) -> None:
+def test_failed_test_with_unreleased_connection_still_gets_dropped(
+    tmp_path: Path, postgres_server: str
+) -> None:
     project = make_project(tmp_path)
     (project / "tests/test_app.py").write_text(
         "import pytest\n\n"
@@ -266,13 +246,13 @@ def test_failed_test_with_unreleased_connection_still_gets_dropped(tmp_path: Pat
         "    assert False, 'failing on purpose'\n"
     )
     started = time.monotonic()
-    result = run_pytest(project)
+    result = run_pytest_on(postgres_server, project)
     assert result.returncode == 1 and "failing on purpose" in result.stdout
     assert time.monotonic() - started < 60
-    assert orphans() == []
+    assert orphans(postgres_server) == []
 
 
-def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) -> None:
+def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path, postgres_server: str) -> None:
     project = make_project(tmp_path)
     (project / "tests/test_app.py").write_text(
         "import pytest\n\n"
@@ -284,25 +264,25 @@ def test_keep_failed_keeps_database_and_prints_how_to_connect(tmp_path: Path) ->
         "async def test_passes(isolated_db):\n"
         "    pass\n"
     )
-    before = set(server_databases())
-    result = run_pytest(project, "--pgfast-keep-failed")
+    before = set(databases_of_tests(postgres_server))
+    result = run_pytest_on(postgres_server, project, "--pgfast-keep-failed")
     assert result.returncode == 1
     assert "pgfast: databases kept for failed tests" in result.stdout
     # other tests may keep databases meanwhile (pgfast test-db create): take the one printed
-    kept = sorted(n for n in set(server_databases()) - before if f"/{n}" in result.stdout)
+    kept = sorted(n for n in set(databases_of_tests(postgres_server)) - before if f"/{n}" in result.stdout)
     assert (
         len(kept) == 1 and "psql 'postgresql://postgres@" in result.stdout and f"/{kept[0]}" in result.stdout
     )
     assert "_0_" in kept[0]  # owned by no process, so the next run's sweep leaves it
 
     async def check_and_drop() -> str:
-        conn = await asyncpg.connect(pgfast.database_url(SERVER, kept[0]))
+        conn = await asyncpg.connect(pgfast.database_url(postgres_server, kept[0]))
         try:
             return str(await conn.fetchval("SELECT name FROM users"))
         finally:
             await conn.close()
-            admin = await asyncpg.connect(SERVER)
-            await pgfast._drop_database(admin, kept[0])
+            admin = await asyncpg.connect(postgres_server)
+            await pgfast.cleanup_test_databases(admin, only=kept)
             await admin.close()
 
     assert asyncio.run(check_and_drop()) == "evidence"
@@ -316,7 +296,7 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path, own_server: str) ->
         "async def test_hangs(isolated_db):\n"
         "    await asyncio.sleep(120)\n"
     )
-    env = user_env(own_server)
+    env = user_env(TEST_DATABASE_URL=own_server)
     log = project / "run.log"
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -336,7 +316,7 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path, own_server: str) ->
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 120
-    while not any(f"_{process.pid}_" in name for name in server_databases(own_server)):
+    while not any(f"_{process.pid}_" in name for name in databases_of_tests(own_server)):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             process.wait()
@@ -344,8 +324,8 @@ def test_killed_run_is_swept_by_the_next_run(tmp_path: Path, own_server: str) ->
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    left = [name for name in server_databases(own_server) if f"_{process.pid}_" in name]
+    left = [name for name in databases_of_tests(own_server) if f"_{process.pid}_" in name]
     assert left, "SIGKILL should have left the database behind"
     (project / "tests/test_slow.py").unlink()
-    assert_passed(run_pytest(project, server=own_server), 6)
-    assert not set(left) & set(server_databases(own_server))
+    assert_passed(run_pytest_on(own_server, project), 6)
+    assert not set(left) & set(databases_of_tests(own_server))

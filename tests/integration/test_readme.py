@@ -5,13 +5,13 @@ holding `async def test_` run under pytest in a small project; other Python bloc
 scripts, shell blocks with bash, each in a fresh project with a fresh empty DATABASE_URL.
 """
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_pytest, user_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"(<!-- not run[^>]*-->\n)?```(\w*)\n(.*?)```", re.S)
@@ -45,15 +45,6 @@ def project(root: Path, *, for_tests: bool) -> Path:
     return root
 
 
-def env(**extra: str) -> dict[str, str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PGFAST_", "PYTEST_XDIST")) and k != "DATABASE_URL"
-    }
-    return clean | extra
-
-
 def test_the_readme_has_blocks_to_run() -> None:
     kinds = [kind for kind, _ in BLOCKS]
     assert kinds.count("python") >= 8 and kinds.count("bash") >= 2, kinds
@@ -64,24 +55,8 @@ def test_readme_block_runs(kind: str, code: str, tmp_path: Path, blank_db: str, 
     if kind == "python" and "async def test_" in code:
         root = project(tmp_path, for_tests=True)
         (root / "test_readme_block.py").write_text(code)
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:benchmark",
-            "test_readme_block.py",
-        ]
-        result = subprocess.run(
-            command,
-            cwd=root,
-            env=env(TEST_DATABASE_URL=postgres_server),
-            capture_output=True,
-            text=True,
-            timeout=300,
+        result = run_pytest(
+            root, "test_readme_block.py", env={"TEST_DATABASE_URL": postgres_server}, timeout=300
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return
@@ -95,7 +70,7 @@ def test_readme_block_runs(kind: str, code: str, tmp_path: Path, blank_db: str, 
     result = subprocess.run(
         command,
         cwd=root,
-        env=env(DATABASE_URL=blank_db, TEST_DATABASE_URL=postgres_server),
+        env=user_env(DATABASE_URL=blank_db, TEST_DATABASE_URL=postgres_server),
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,14 +8,13 @@ runs on a pool of one connection, so the next request gets the very same backend
 """
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI
 from fastapi.responses import StreamingResponse
+from helpers import UrlOf, serve
 
 import pgfast
 
@@ -107,25 +106,13 @@ def leaky_app(url: str, ran: list[str]) -> FastAPI:
     return app
 
 
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
-
-def _url_of(pool: asyncpg.Pool) -> str:
-    return str(pool._connect_args[0])  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize("order", ["rls-first", "plain-first"])
 @pytest.mark.parametrize("where", ["stream", "background", "teardown"])
 async def test_state_left_after_the_rls_commit_does_not_reach_the_next_request(
-    isolated_db: asyncpg.Pool, where: str, order: str
+    isolated_db: asyncpg.Pool, where: str, order: str, url_of: UrlOf
 ) -> None:
     ran: list[str] = []
-    app = leaky_app(_url_of(isolated_db), ran)
+    app = leaky_app(url_of(isolated_db), ran)
     async with serve(app) as client:
         before = (await client.get("/pid")).json()
         response = await client.get(f"/{where}/{order}")
@@ -141,9 +128,11 @@ async def test_state_left_after_the_rls_commit_does_not_reach_the_next_request(
     assert idle_in_transaction == 0
 
 
-async def test_rls_alone_still_sends_the_reset_with_its_commit(isolated_db: asyncpg.Pool) -> None:
+async def test_rls_alone_still_sends_the_reset_with_its_commit(
+    isolated_db: asyncpg.Pool, url_of: UrlOf
+) -> None:
     """The shortcut is kept where it is safe: one round trip for COMMIT and reset, none at release."""
-    app = leaky_app(_url_of(isolated_db), [])
+    app = leaky_app(url_of(isolated_db), [])
     async with serve(app) as client:
         pid = (await client.get("/pid")).json()
         queries = []

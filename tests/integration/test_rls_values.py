@@ -13,14 +13,14 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import Body, Depends, FastAPI, Request
+from helpers import UrlOf, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,14 +73,6 @@ def canary_db(loop: asyncio.AbstractEventLoop, blank_databases: pgfast.IsolatedD
     loop.run_until_complete(create())
     yield url
     loop.run_until_complete(blank_databases.drop(name))
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 def knobs_app(url: str) -> FastAPI:
@@ -292,7 +284,9 @@ def test_typed_values_are_rendered_as_postgresql_prints_them(
 
 
 @pytest.mark.asyncio
-async def test_typed_values_arrive_through_the_rls_dependency(isolated_db: asyncpg.Pool) -> None:
+async def test_typed_values_arrive_through_the_rls_dependency(
+    isolated_db: asyncpg.Pool, url_of: UrlOf
+) -> None:
     values = {
         "app.text": "acme",
         "app.yes": True,
@@ -303,7 +297,7 @@ async def test_typed_values_arrive_through_the_rls_dependency(isolated_db: async
         "app.decimal": decimal.Decimal("1.50"),
         "app.uuid": uuid.UUID("12345678-1234-5678-1234-56781234ABCD"),
     }
-    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db))))
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=url_of(isolated_db))))
     rls = pgfast.create_rls_dependency(lambda: values)
 
     @app.get("/")
@@ -322,10 +316,6 @@ async def test_typed_values_arrive_through_the_rls_dependency(isolated_db: async
         "app.decimal": "1.50",
         "app.uuid": "12345678-1234-5678-1234-56781234abcd",
     }
-
-
-def _url_of(pool: asyncpg.Pool) -> str:
-    return str(pool._connect_args[0])  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -355,9 +345,9 @@ def test_values_of_accepted_types_that_postgresql_cannot_hold_are_a_config_error
     [(None, "NoneType"), (b"acme", "bytes"), (["a", "b"], "list"), ({"k": 1}, "dict"), (object(), "object")],
 )
 async def test_other_value_types_are_a_config_error_naming_setting_and_type(
-    isolated_db: asyncpg.Pool, value: Any, type_name: str
+    isolated_db: asyncpg.Pool, value: Any, type_name: str, url_of: UrlOf
 ) -> None:
-    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db))))
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=url_of(isolated_db))))
     rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": value})
 
     @app.get("/")
@@ -380,9 +370,9 @@ async def test_other_value_types_are_a_config_error_naming_setting_and_type(
 
 @pytest.mark.asyncio
 async def test_nul_or_lone_surrogate_from_the_client_is_a_400_naming_the_setting(
-    isolated_db: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+    isolated_db: asyncpg.Pool, caplog: pytest.LogCaptureFixture, url_of: UrlOf
 ) -> None:
-    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db))))
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=url_of(isolated_db))))
     rls = pgfast.create_rls_dependency(lambda tenant="": {"app.tenant_id": tenant})
     from_body = pgfast.create_rls_dependency(lambda tenant=Body(embed=True): {"app.tenant_id": tenant})
 

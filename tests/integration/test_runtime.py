@@ -3,8 +3,8 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import struct
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,19 +13,11 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request
+from helpers import UrlOf, free_port, serve
 
 import pgfast
 
 pytestmark = pytest.mark.asyncio
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and talk to it over ASGI, as a deployed app would be talked to."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 def tenant_settings(request: Request) -> dict[str, str]:
@@ -109,11 +101,11 @@ def notes_app(url: str, **config: Any) -> FastAPI:
 
 
 async def test_lifespan_opens_validated_pool_and_closes_it(
-    isolated_db: asyncpg.Pool, db_pool_factory: Any
+    isolated_db: asyncpg.Pool, db_pool_factory: Any, url_of: UrlOf
 ) -> None:
     name = db_pool_factory.name(isolated_db)
     app = FastAPI(
-        lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=2))
+        lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=url_of(isolated_db), min_connections=2))
     )
     seen: dict[str, Any] = {}
 
@@ -128,10 +120,6 @@ async def test_lifespan_opens_validated_pool_and_closes_it(
         assert app.state.pgfast_pool is seen["pool"]
     assert seen["pool"]._closed  # type: ignore[attr-defined]
     assert app.state.pgfast_pool is None
-
-
-def _url_of(pool: asyncpg.Pool) -> str:
-    return str(pool._connect_args[0])  # type: ignore[attr-defined]
 
 
 async def test_get_db_pool_without_lifespan_says_how_to_fix() -> None:
@@ -168,13 +156,20 @@ async def test_wrong_database_fails_at_once_naming_it(postgres_server: str) -> N
         await pgfast.create_pool(pgfast.DatabaseConfig(url=url, timeout=5))
 
 
-async def test_startup_waits_for_a_database_that_comes_up_later(isolated_db: asyncpg.Pool) -> None:
-    """A relay that starts listening only after a delay stands in for a database still booting."""
-    target = urlsplit(_url_of(isolated_db))
+async def test_startup_waits_for_a_database_that_comes_up_later(
+    isolated_db: asyncpg.Pool, url_of: UrlOf
+) -> None:
+    """A relay that answers its first two connections as a booting PostgreSQL does (57P03, "the
+    database system is starting up") and then relays to the real database."""
+    target = urlsplit(url_of(isolated_db))
     socket_dir = dict(parse_qsl(target.query)).get("host")
-    listener_port = _free_port()
+    refused: list[int] = []
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(refused) < 2:
+            refused.append(1)
+            await answer_starting_up(reader, writer)
+            return
         if socket_dir:
             up_reader, up_writer = await asyncio.open_unix_connection(
                 f"{socket_dir}/.s.PGSQL.{target.port or 5432}"
@@ -190,31 +185,36 @@ async def test_startup_waits_for_a_database_that_comes_up_later(isolated_db: asy
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
 
-    async def open_later() -> asyncio.Server:
-        await asyncio.sleep(0.7)
-        return await asyncio.start_server(relay, "127.0.0.1", listener_port)
-
-    url = f"postgresql://{target.username}@127.0.0.1:{listener_port}{target.path}"
-    opener = asyncio.create_task(open_later())
-    pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url, min_connections=1, timeout=8))
-    server = await opener
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    url = f"postgresql://{target.username}@127.0.0.1:{server.sockets[0].getsockname()[1]}{target.path}"
     try:
-        assert await pool.fetchval("SELECT current_database()") == target.path.lstrip("/")
+        pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url, min_connections=1, timeout=8))
+        try:
+            assert await pool.fetchval("SELECT current_database()") == target.path.lstrip("/")
+        finally:
+            await pgfast.close_pool(pool)
     finally:
-        await pgfast.close_pool(pool)
         server.close()
+    assert len(refused) == 2
 
 
-def _free_port() -> int:
-    import socket
+async def answer_starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the client's startup packet (after declining TLS) and answer FATAL 57P03."""
+    length, code = struct.unpack("!ii", await reader.readexactly(8))
+    if code == 80877103:  # SSLRequest
+        writer.write(b"N")
+        length, code = struct.unpack("!ii", await reader.readexactly(8))
+    await reader.readexactly(length - 8)
+    fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    writer.write(b"E" + struct.pack("!i", 4 + len(fields)) + fields)
+    await writer.drain()
+    writer.close()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-async def test_close_pool_terminates_connections_never_released(isolated_db: asyncpg.Pool) -> None:
-    pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=1))
+async def test_close_pool_terminates_connections_never_released(
+    isolated_db: asyncpg.Pool, url_of: UrlOf
+) -> None:
+    pool = await pgfast.create_pool(pgfast.DatabaseConfig(url=url_of(isolated_db), min_connections=1))
     held = await pool.acquire()
     started = asyncio.get_running_loop().time()
     await pgfast.close_pool(pool, timeout=0.5)
@@ -224,9 +224,9 @@ async def test_close_pool_terminates_connections_never_released(isolated_db: asy
 
 
 async def test_rls_filters_rows_per_tenant_for_a_non_superuser(
-    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    async with serve(notes_app(as_tenant(_url_of(db_with_fixtures)))) as client:
+    async with serve(notes_app(as_tenant(url_of(db_with_fixtures)))) as client:
         acme = (await client.get("/notes", headers={"x-tenant": "acme", "x-user": "u1"})).json()
         globex = (await client.get("/notes", headers={"x-tenant": "globex"})).json()
         nobody = (await client.get("/notes")).json()
@@ -241,9 +241,9 @@ async def test_rls_filters_rows_per_tenant_for_a_non_superuser(
 
 
 async def test_rls_commits_on_success_and_rolls_back_on_error(
-    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    async with serve(notes_app(as_tenant(_url_of(db_with_fixtures)))) as client:
+    async with serve(notes_app(as_tenant(url_of(db_with_fixtures)))) as client:
         ok = await client.post("/notes", params={"body": "kept"}, headers={"x-tenant": "acme"})
         refused = await client.post(
             "/notes", params={"body": "undone", "fail": True}, headers={"x-tenant": "acme"}
@@ -257,9 +257,9 @@ async def test_rls_commits_on_success_and_rolls_back_on_error(
 
 
 async def test_failed_commit_is_a_500_never_a_200(
-    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    async with serve(notes_app(as_tenant(_url_of(isolated_db)))) as client:
+    async with serve(notes_app(as_tenant(url_of(isolated_db)))) as client:
         for _ in range(5):
             response = await client.post("/links", headers={"x-tenant": "acme"})
             assert response.status_code == 500
@@ -267,9 +267,9 @@ async def test_failed_commit_is_a_500_never_a_200(
 
 
 async def test_nothing_leaks_to_the_next_request_on_a_one_connection_pool(
-    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    app = notes_app(as_tenant(_url_of(db_with_fixtures)), min_connections=1, max_connections=1)
+    app = notes_app(as_tenant(url_of(db_with_fixtures)), min_connections=1, max_connections=1)
     async with serve(app) as client:
         first = (await client.get("/notes", headers={"x-tenant": "acme", "x-user": "alice"})).json()
         second = (await client.get("/notes")).json()
@@ -278,10 +278,10 @@ async def test_nothing_leaks_to_the_next_request_on_a_one_connection_pool(
 
 
 async def test_handler_using_both_dependencies_holds_one_connection(
-    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
     # One connection in the pool: a handler needing two would wait for itself and get a 503.
-    app = notes_app(as_tenant(_url_of(isolated_db)), min_connections=1, max_connections=1, timeout=2)
+    app = notes_app(as_tenant(url_of(isolated_db)), min_connections=1, max_connections=1, timeout=2)
     async with serve(app) as client:
         plain_first = await client.get("/same-connection", headers={"x-tenant": "acme"})
         rls_first = [
@@ -297,9 +297,9 @@ async def test_handler_using_both_dependencies_holds_one_connection(
 
 
 async def test_200_concurrent_requests_for_alternating_tenants_see_only_their_rows(
-    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    app = notes_app(as_tenant(_url_of(db_with_fixtures)), min_connections=2, max_connections=8)
+    app = notes_app(as_tenant(url_of(db_with_fixtures)), min_connections=2, max_connections=8)
     async with serve(app) as client:
         tenants = ["acme", "globex"] * 100
         responses = await asyncio.gather(*(client.get("/notes", headers={"x-tenant": t}) for t in tenants))
@@ -310,11 +310,16 @@ async def test_200_concurrent_requests_for_alternating_tenants_see_only_their_ro
 @pytest.mark.parametrize("method, path", [("POST", "/notes-slowly?body=lost"), ("GET", "/sleep-long")])
 @pytest.mark.parametrize("cancel_by", ["task.cancel", "anyio scope"])
 async def test_cancelled_request_rolls_back_and_gives_its_connection_back(
-    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], method: str, path: str, cancel_by: str
+    db_with_fixtures: asyncpg.Pool,
+    as_tenant: Callable[[str], str],
+    method: str,
+    path: str,
+    cancel_by: str,
+    url_of: UrlOf,
 ) -> None:
     # What a client that goes away does under middleware that cancels the handler. An anyio
     # scope cancels every await inside it again, clean-up included, until something shields it.
-    app = notes_app(as_tenant(_url_of(db_with_fixtures)), min_connections=1, max_connections=1, timeout=2)
+    app = notes_app(as_tenant(url_of(db_with_fixtures)), min_connections=1, max_connections=1, timeout=2)
     scope = anyio.CancelScope()
 
     async def call(client: httpx.AsyncClient) -> None:
@@ -364,9 +369,12 @@ async def test_dependency_called_outside_a_fastapi_route_says_what_is_missing(
 
 @pytest.mark.parametrize("path", ["/sleep", "/rls-sleep"])
 async def test_pool_exhaustion_progresses_then_answers_503_with_retry_after(
-    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str], path: str
+    isolated_db: asyncpg.Pool,
+    as_tenant: Callable[[str], str],
+    path: str,
+    url_of: UrlOf,
 ) -> None:
-    app = notes_app(as_tenant(_url_of(isolated_db)), min_connections=1, max_connections=2, timeout=1.0)
+    app = notes_app(as_tenant(url_of(isolated_db)), min_connections=1, max_connections=2, timeout=1.0)
     async with serve(app) as client:
         responses = await asyncio.gather(*(client.get(path, headers={"x-tenant": "acme"}) for _ in range(16)))
     codes = sorted(r.status_code for r in responses)
@@ -378,9 +386,9 @@ async def test_pool_exhaustion_progresses_then_answers_503_with_retry_after(
 
 
 async def test_refused_setting_names_never_reach_sql(
-    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(_url_of(isolated_db)))))
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(url_of(isolated_db)))))
 
     def role_from_header(request: Request) -> dict[str, str]:
         return {request.headers["x-name"]: "postgres"}
@@ -402,8 +410,8 @@ async def test_refused_setting_names_never_reach_sql(
     assert await isolated_db.fetchval("SELECT count(*) FROM notes") == 0  # table still there
 
 
-async def test_builtin_setting_allowed_by_name(isolated_db: asyncpg.Pool) -> None:
-    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=_url_of(isolated_db))))
+async def test_builtin_setting_allowed_by_name(isolated_db: asyncpg.Pool, url_of: UrlOf) -> None:
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=url_of(isolated_db))))
     rls = pgfast.create_rls_dependency(
         lambda: {"search_path": "pg_catalog", "app.x": "1"}, allow_settings=["search_path"]
     )
@@ -417,9 +425,9 @@ async def test_builtin_setting_allowed_by_name(isolated_db: asyncpg.Pool) -> Non
 
 
 async def test_superuser_rls_connection_logs_a_bypass_warning_once(
-    isolated_db: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+    isolated_db: asyncpg.Pool, caplog: pytest.LogCaptureFixture, url_of: UrlOf
 ) -> None:
-    app = notes_app(_url_of(isolated_db))  # connects as postgres, a superuser
+    app = notes_app(url_of(isolated_db))  # connects as postgres, a superuser
     with caplog.at_level(logging.WARNING, logger="pgfast"):
         async with serve(app) as client:
             for _ in range(3):
@@ -431,8 +439,10 @@ async def test_superuser_rls_connection_logs_a_bypass_warning_once(
     assert "'postgres', a superuser or BYPASSRLS role" in warnings[0]
 
 
-async def test_health_reports_pool_and_answers_503_when_down(isolated_db: asyncpg.Pool) -> None:
-    app = notes_app(_url_of(isolated_db), min_connections=1, max_connections=3)
+async def test_health_reports_pool_and_answers_503_when_down(
+    isolated_db: asyncpg.Pool, url_of: UrlOf
+) -> None:
+    app = notes_app(url_of(isolated_db), min_connections=1, max_connections=3)
     async with serve(app) as client:
         response = await client.get("/health")
         assert response.json() == {"status": "ok", "pool": {"size": 1, "idle": 1, "max": 3}}
@@ -446,13 +456,16 @@ async def test_health_reports_pool_and_answers_503_when_down(isolated_db: asyncp
 
 
 async def test_dependency_override_of_get_db_pool_redirects_every_dependency(
-    isolated_db: asyncpg.Pool, db_pool_factory: Any, as_tenant: Callable[[str], str]
+    isolated_db: asyncpg.Pool,
+    db_pool_factory: Any,
+    as_tenant: Callable[[str], str],
+    url_of: UrlOf,
 ) -> None:
     other = await db_pool_factory()
     await other.execute(
         "ALTER TABLE notes DISABLE ROW LEVEL SECURITY; INSERT INTO notes (tenant_id, body) VALUES ('acme', 'from override')"
     )
-    app = notes_app(as_tenant(_url_of(isolated_db)))
+    app = notes_app(as_tenant(url_of(isolated_db)))
     app.dependency_overrides[pgfast.get_db_pool] = lambda: other
     async with serve(app) as client:
         response = await client.get("/notes", headers={"x-tenant": "acme"})
@@ -461,11 +474,12 @@ async def test_dependency_override_of_get_db_pool_redirects_every_dependency(
 
 async def test_session_state_a_handler_leaves_is_reset_before_the_next_request(
     isolated_db: asyncpg.Pool,
+    url_of: UrlOf,
 ) -> None:
     """The RLS dependency sends the pool's reset with its COMMIT; either way nothing survives."""
     app = FastAPI(
         lifespan=pgfast.create_lifespan(
-            pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=1, max_connections=1)
+            pgfast.DatabaseConfig(url=url_of(isolated_db), min_connections=1, max_connections=1)
         )
     )
     rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": "t"})
@@ -490,9 +504,9 @@ async def test_session_state_a_handler_leaves_is_reset_before_the_next_request(
 
 
 async def test_handler_that_swallows_a_failed_statement_gets_a_500(
-    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str]
+    isolated_db: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
-    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(_url_of(isolated_db)))))
+    app = FastAPI(lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(url_of(isolated_db)))))
     rls = pgfast.create_rls_dependency(lambda: {"app.tenant_id": "acme"})
 
     @app.post("/")
@@ -526,10 +540,11 @@ async def test_migrate_on_startup_applies_pending_and_refuses_to_serve_on_failur
 
 async def test_websocket_holds_one_connection_for_its_life_and_gives_it_back(
     isolated_db: asyncpg.Pool,
+    url_of: UrlOf,
 ) -> None:
     from fastapi import WebSocket
 
-    config = pgfast.DatabaseConfig(url=_url_of(isolated_db), min_connections=1)
+    config = pgfast.DatabaseConfig(url=url_of(isolated_db), min_connections=1)
     app = FastAPI(lifespan=pgfast.create_lifespan(config))
     seen: list[tuple[int, int]] = []
 
@@ -581,17 +596,17 @@ async def test_websocket_holds_one_connection_for_its_life_and_gives_it_back(
 
 
 async def test_apps_mounted_in_the_app_find_its_pool_under_a_real_server(
-    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str]
+    db_with_fixtures: asyncpg.Pool, as_tenant: Callable[[str], str], url_of: UrlOf
 ) -> None:
     import uvicorn
 
     # A mounted app's own lifespan never runs: the pool reaches it through the lifespan state
     # that the server (here uvicorn, over TCP) copies into every request's scope.
     app = FastAPI(
-        lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(_url_of(db_with_fixtures))))
+        lifespan=pgfast.create_lifespan(pgfast.DatabaseConfig(url=as_tenant(url_of(db_with_fixtures))))
     )
     app.mount("/v1", notes_app("postgresql://unused@127.0.0.1:1/never"))  # its lifespan would fail
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:

@@ -9,27 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
+from helpers import databases_named, fetch, pgfast_cli, start_pgfast
 
 import pgfast
-
-
-def sql(url: str, statement: str, *args: Any) -> Any:
-    async def run() -> Any:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetch(statement, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def databases_named(url: str, pattern: str) -> list[str]:
-    return [r["datname"] for r in sql(url, "SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)]
 
 
 def write_migrations(root: Path, *bodies: str) -> list[pgfast.Migration]:
@@ -49,32 +34,32 @@ def project(tmp_path: Path) -> Path:
 def test_template_is_marked_complete_and_unconnectable(project: Path, postgres_server: str) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);")
     with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
-        row = sql(
+        row = fetch(
             postgres_server,
             "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = $1",
             databases.template,
         )
         assert [tuple(r) for r in row] == [(True, False)]
         name = asyncio.run(databases.create())
-        assert sql(databases.url(name), "SELECT count(*) AS n FROM a")[0]["n"] == 0
+        assert fetch(databases.url(name), "SELECT count(*) AS n FROM a")[0]["n"] == 0
     assert databases_named(postgres_server, name) == []
 
 
 def test_a_createdb_role_without_superuser_builds_clones_and_drops(
     project: Path, postgres_server: str
 ) -> None:
-    sql(
+    fetch(
         postgres_server,
         "DO $$ BEGIN CREATE ROLE pgfast_creator LOGIN CREATEDB; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     )
-    assert not sql(postgres_server, "SELECT rolsuper FROM pg_roles WHERE rolname = 'pgfast_creator'")[0][
+    assert not fetch(postgres_server, "SELECT rolsuper FROM pg_roles WHERE rolname = 'pgfast_creator'")[0][
         "rolsuper"
     ]
     scheme, rest = postgres_server.split("://", 1)
     creator = f"{scheme}://pgfast_creator@{rest.split('@', 1)[-1]}"
     migrations = write_migrations(project, "CREATE TABLE a (id int);", "CREATE INDEX ON a (id);")
     with pgfast.IsolatedDatabases(creator, migrations, prewarm=1) as databases:
-        owner = sql(
+        owner = fetch(
             postgres_server,
             "SELECT pg_get_userbyid(datdba) AS o, datistemplate FROM pg_database WHERE datname = $1",
             databases.template,
@@ -82,7 +67,7 @@ def test_a_createdb_role_without_superuser_builds_clones_and_drops(
         assert (owner[0]["o"], owner[0]["datistemplate"]) == ("pgfast_creator", True)
         names = [asyncio.run(databases.create()) for _ in range(3)]
         assert all(
-            sql(databases.url(n), "SELECT current_user AS u")[0]["u"] == "pgfast_creator" for n in names
+            fetch(databases.url(n), "SELECT current_user AS u")[0]["u"] == "pgfast_creator" for n in names
         )
     assert [n for n in names if databases_named(postgres_server, n)] == []
 
@@ -90,10 +75,10 @@ def test_a_createdb_role_without_superuser_builds_clones_and_drops(
 def test_half_built_template_is_rebuilt(project: Path, postgres_server: str) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);")
     template = pgfast.IsolatedDatabases(postgres_server, migrations).template
-    sql(postgres_server, f'CREATE DATABASE "{template}"')  # as a run killed mid-build leaves it
+    fetch(postgres_server, f'CREATE DATABASE "{template}"')  # as a run killed mid-build leaves it
     with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
         name = asyncio.run(databases.create())
-        assert sql(databases.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
+        assert fetch(databases.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
 
 
 def test_unchanged_migrations_reuse_the_template_and_changed_ones_replace_it(
@@ -101,10 +86,12 @@ def test_unchanged_migrations_reuse_the_template_and_changed_ones_replace_it(
 ) -> None:
     migrations = write_migrations(project, "CREATE TABLE a (id int);")
     with pgfast.IsolatedDatabases(postgres_server, migrations) as first:
-        oid = sql(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", first.template)[0]["oid"]
+        oid = fetch(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", first.template)[0][
+            "oid"
+        ]
     with pgfast.IsolatedDatabases(postgres_server, migrations) as again:
         assert (
-            sql(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", again.template)[0]["oid"]
+            fetch(postgres_server, "SELECT oid FROM pg_database WHERE datname = $1", again.template)[0]["oid"]
             == oid
         )
     changed = write_migrations(project, "CREATE TABLE a (id bigint);")
@@ -125,7 +112,7 @@ def test_concurrent_starts_build_one_template(project: Path, postgres_server: st
         try:
             with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
                 name = asyncio.run(databases.create())
-                results.append(sql(databases.url(name), "SELECT count(*) AS n FROM runs")[0]["n"])
+                results.append(fetch(databases.url(name), "SELECT count(*) AS n FROM runs")[0]["n"])
         except BaseException as exc:
             errors.append(exc)
 
@@ -181,17 +168,12 @@ def test_drop_refuses_databases_pgfast_did_not_create(postgres_server: str) -> N
         asyncio.run(attempt())
 
 
-def cli(project: Path, server: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
-    env["TEST_DATABASE_URL"] = server
-    return subprocess.run(
-        [sys.executable, "-m", "pgfast", "test-db", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=stdin,
+def cli(
+    project: Path, server: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pgfast test-db ARGS` on `server`."""
+    return pgfast_cli(
+        project, None, "test-db", *args, env={"TEST_DATABASE_URL": server, **(env or {})}, stdin=stdin
     )
 
 
@@ -200,14 +182,14 @@ def test_cli_create_list_cleanup(project: Path, own_server: str) -> None:
     postgres_server = own_server
     write_migrations(project, "CREATE TABLE a (id int);")
     other = "pgfast_user_data_not_ours"
-    sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
-    sql(postgres_server, f'CREATE DATABASE "{other}"')
+    fetch(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
+    fetch(postgres_server, f'CREATE DATABASE "{other}"')
     try:
         created = cli(project, postgres_server, "create")
         assert created.returncode == 0, created.stderr
         name = created.stdout.split()[1]
         assert f"url: postgresql://postgres@/{name}" in created.stdout or f"/{name}" in created.stdout
-        assert sql(pgfast.database_url(postgres_server, name), "SELECT count(*) AS n FROM a")[0]["n"] == 0
+        assert fetch(pgfast.database_url(postgres_server, name), "SELECT count(*) AS n FROM a")[0]["n"] == 0
         listed = cli(project, postgres_server, "list")
         line = next(line for line in listed.stdout.splitlines() if line.startswith(name))
         assert " test " in line and "kept (no owner)" in line
@@ -221,7 +203,7 @@ def test_cli_create_list_cleanup(project: Path, own_server: str) -> None:
         assert databases_named(postgres_server, name) == []
         assert databases_named(postgres_server, other) == [other]
     finally:
-        sql(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
+        fetch(postgres_server, f'DROP DATABASE IF EXISTS "{other}"')
 
 
 def test_cli_creates_started_together_get_distinct_names(project: Path, postgres_server: str) -> None:
@@ -230,17 +212,8 @@ def test_cli_creates_started_together_get_distinct_names(project: Path, postgres
     write_migrations(project, "CREATE TABLE a (id int);")
     first = cli(project, postgres_server, "create")  # builds the template: the rest race on names only
     assert first.returncode == 0, first.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
-    env["TEST_DATABASE_URL"] = postgres_server
     racers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pgfast", "test-db", "create"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_pgfast(project, None, "test-db", "create", env={"TEST_DATABASE_URL": postgres_server})
         for _ in range(4)
     ]
     outputs = [racer.communicate(timeout=120) for racer in racers]
@@ -250,7 +223,7 @@ def test_cli_creates_started_together_get_distinct_names(project: Path, postgres
         assert len(set(names)) == 5 and all(databases_named(postgres_server, n) == [n] for n in names)
     finally:
         for name in names:
-            sql(postgres_server, f'DROP DATABASE IF EXISTS "{name}"')
+            fetch(postgres_server, f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def test_cli_cleanup_keeps_the_templates_the_plugin_uses_here(project: Path, own_server: str) -> None:
@@ -279,16 +252,8 @@ def test_cli_cleanup_from_elsewhere_keeps_the_templates_of_the_migrations_it_is_
     with pgfast.IsolatedDatabases(own_server, migrations) as current:
         pass
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "DATABASE_URL"))}
-    env |= {"TEST_DATABASE_URL": own_server, "PGFAST_MIGRATIONS_DIRS": str(project / "app" / "migrations")}
-    result = subprocess.run(
-        [sys.executable, "-m", "pgfast", "test-db", "cleanup", "--all"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    migrations_dir = str(project / "app" / "migrations")
+    result = cli(elsewhere, own_server, "cleanup", "--all", env={"PGFAST_MIGRATIONS_DIRS": migrations_dir})
     assert result.returncode == 0, result.stderr
     assert databases_named(own_server, current.template) == [current.template]
 
@@ -317,7 +282,7 @@ def test_cli_cleanup_drops_exactly_the_databases_the_user_confirmed(project: Pat
     assert confirmed.encode() in shown
     host = confirmed.split("_")[2]
     arrived_meanwhile = f"pgfast_test_{host}_0_{int(time.time())}_999999"  # as `test-db create` names
-    sql(own_server, f'CREATE DATABASE "{arrived_meanwhile}"')
+    fetch(own_server, f'CREATE DATABASE "{arrived_meanwhile}"')
     os.write(primary, b"y\n")
     assert asking.wait(timeout=120) == 0
     with contextlib.suppress(OSError):
@@ -377,4 +342,4 @@ def test_two_suites_of_one_project_with_other_migrations_both_keep_working(
         assert databases_named(postgres_server, one.template) == [one.template]
         for databases, table in ((one, "a"), (two, "b"), (one, "a")):
             name = asyncio.run(databases.create())
-            assert sql(databases.url(name), f"SELECT to_regclass('{table}') IS NOT NULL AS ok")[0]["ok"]
+            assert fetch(databases.url(name), f"SELECT to_regclass('{table}') IS NOT NULL AS ok")[0]["ok"]

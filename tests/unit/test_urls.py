@@ -2,13 +2,11 @@
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from helpers import CHECKOUT, pgfast_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,15 +120,7 @@ def test_cli_prints_no_password_for_an_unreachable_server(project: Path, passwor
         "encoded": f"postgresql://app:{encoded}@127.0.0.1:1/shop",
         "query": f"postgresql://app@127.0.0.1:1/shop?password={encoded}",
     }[shape]
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(Path(pgfast.__file__).parent)}
-    result = subprocess.run(
-        [sys.executable, "-m", "pgfast", "schema", "status"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = pgfast_cli(project, url, "schema", "status", env={"PYTHONPATH": str(CHECKOUT)})
     assert result.returncode == 1, result.stderr
     # (after the line saying where the migrations were found)
     assert result.stderr.splitlines()[-1].startswith("pgfast: error: "), result.stderr
