@@ -2659,7 +2659,7 @@ async def load_fixtures(conn: "_Connection", fixtures: Iterable[SqlFixture]) -> 
             async with conn.transaction():
                 await conn.execute(fixture.sql)
         except asyncpg.PostgresError as exc:
-            line = _error_line(fixture.sql, 0, exc)
+            line = _error_line(fixture.sql, 0, exc) or await _failing_line(conn, fixture.sql)
             where = f"{fixture.path}:{line}" if line else str(fixture.path)
             raise FixtureError(
                 f"loading fixture {where} failed: {type(exc).__name__}: {exc}",
@@ -2667,6 +2667,24 @@ async def load_fixtures(conn: "_Connection", fixtures: Iterable[SqlFixture]) -> 
                 line=line,
                 fix="fix the fixture's SQL (it runs after every migration)",
             ) from exc
+
+
+async def _failing_line(conn: "_Connection", sql: str) -> int | None:
+    """The line of the statement of `sql` that fails, for errors PostgreSQL gives no position
+    (a constraint violated, say): the statements again one by one, all rolled back."""
+    import asyncpg
+
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        for offset, statement in split_statements(sql):
+            try:
+                await conn.execute(statement)
+            except asyncpg.PostgresError:
+                return sql.count("\n", 0, offset + len(statement) - len(statement.lstrip())) + 1
+        return None
+    finally:
+        await tr.rollback()
 
 
 def template_hash(migrations: Sequence[Migration], fixtures: Sequence[SqlFixture] = ()) -> str:
