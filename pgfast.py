@@ -3438,19 +3438,63 @@ async def cleanup_test_databases(
     return chosen
 
 
-def create_test_database(config: DatabaseConfig, *, fixtures: bool = False) -> str:
+def create_test_database(
+    config: DatabaseConfig, *, fixtures: bool = False, name: str | None = None, template: bool = False
+) -> str:
     """Clone a migrated database (every fixture loaded, for `fixtures=True`) on `config.url`'s
     server from the template of `config`'s migrations, building it if missing; return its name.
 
-    No process owns it: it stays until `cleanup_test_databases` drops it. Connect with
+    No process owns it: it stays until `cleanup_test_databases` drops it. With `name` it is
+    called that instead, and is yours: pgfast drops no name it did not make. `template=True`
+    marks it a template, to clone by hand (`CREATE DATABASE x TEMPLATE name`). Connect with
     `database_url(config.url, name)`. Blocking: it runs its own event loop.
     """
     import asyncio
 
     migrations = discover_migrations(config.migrations_dirs)
     found = discover_fixtures(migrations, config.fixtures_dirs) if fixtures else ()
+    if name is not None:
+        asyncio.run(_refuse_taken_name(config.url, name))  # before anything is built
     with IsolatedDatabases(config.url, migrations, found) as databases:
-        return asyncio.run(databases.create(fixtures=fixtures, keep=True))
+        made = asyncio.run(databases.create(fixtures=fixtures, keep=True))
+    if name is None and not template:
+        return made
+    return asyncio.run(_rename_and_mark(config.url, made, name, template=template))
+
+
+async def _refuse_taken_name(url: str, name: str) -> None:
+    conn = await _connect(url, application_name="pgfast test-db")
+    try:
+        if await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+            raise _name_taken(name)
+    finally:
+        await conn.close()
+
+
+def _name_taken(name: str) -> ConfigError:
+    return ConfigError(
+        f"a database named {name!r} already exists on that server",
+        setting="name",
+        fix="choose another name, or drop that database first",
+    )
+
+
+async def _rename_and_mark(url: str, made: str, name: str | None, *, template: bool) -> str:
+    import asyncpg
+
+    conn = await _connect(url, application_name="pgfast test-db")
+    try:
+        if name is not None:
+            try:
+                await conn.execute(f"ALTER DATABASE {_quote_ident(made)} RENAME TO {_quote_ident(name)}")
+            except asyncpg.DuplicateDatabaseError:  # taken since the check
+                await _drop_database(conn, made)
+                raise _name_taken(name) from None
+        if template:
+            await conn.execute(f"ALTER DATABASE {_quote_ident(name or made)} WITH IS_TEMPLATE true")
+    finally:
+        await conn.close()
+    return name or made
 
 
 async def _sweep_dead_runs(conn: "_Connection", host: str) -> list[str]:
@@ -3706,6 +3750,15 @@ def _build_parser() -> argparse.ArgumentParser:
     testdb.set_defaults(handler=lambda _args: _usage(testdb))
     tcreate = tcommands.add_parser("create", help="clone a new migrated database from the template")
     tcreate.add_argument("--fixtures", action="store_true", help="with every SQL fixture loaded")
+    tcreate.add_argument(
+        "--name",
+        help="call it NAME (then it is yours: pgfast's cleanup never drops it; default: a pgfast name)",
+    )
+    tcreate.add_argument(
+        "--template",
+        action="store_true",
+        help="mark it a template, to clone by hand (CREATE DATABASE x TEMPLATE ...)",
+    )
     tcreate.set_defaults(handler=_cmd_testdb_create)
     tserver = tcommands.add_parser(
         "server", help="run the embedded test PostgreSQL in the foreground and print its URL"
@@ -4048,8 +4101,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_testdb_create(args: argparse.Namespace) -> int:
     config = DatabaseConfig.for_tests()
-    name = create_test_database(config, fixtures=args.fixtures)
-    print(f"created {name}\nurl: {mask_url(database_url(config.url, name))}")
+    name = create_test_database(config, fixtures=args.fixtures, name=args.name, template=args.template)
+    kind = " (a template)" if args.template else ""
+    print(f"created {name}{kind}\nurl: {mask_url(database_url(config.url, name))}")
+    if args.name is not None:
+        print(f"it is yours: drop it with DROP DATABASE {_quote_ident(name)} when done")
     return 0
 
 

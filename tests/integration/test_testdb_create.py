@@ -1,0 +1,48 @@
+"""`pgfast test-db create --name/--template`: a migrated database for manual work."""
+
+from pathlib import Path
+
+from helpers import fetchval, pgfast_cli, write
+
+import pgfast
+
+
+def test_create_with_a_name_and_as_a_template_then_a_taken_name_is_one_line(
+    tmp_path: Path, own_server: str
+) -> None:
+    write(tmp_path, "migrations/1_users_up.sql", "CREATE TABLE users (id int);")
+    made = pgfast_cli(
+        tmp_path, None, "test-db", "create", "--name", "scratch_work", env={"TEST_DATABASE_URL": own_server}
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[0] == "created scratch_work"
+    assert 'it is yours: drop it with DROP DATABASE "scratch_work" when done' in made.stdout
+    url = pgfast.database_url(own_server, "scratch_work")
+    assert fetchval(url, "SELECT count(*) FROM users") == 0
+
+    template = pgfast_cli(
+        tmp_path,
+        None,
+        "test-db",
+        "create",
+        "--name",
+        "my_template",
+        "--template",
+        env={"TEST_DATABASE_URL": own_server},
+    )
+    assert template.returncode == 0, template.stderr
+    assert fetchval(own_server, "SELECT datistemplate FROM pg_database WHERE datname = 'my_template'")
+
+    taken = pgfast_cli(
+        tmp_path, None, "test-db", "create", "--name", "scratch_work", env={"TEST_DATABASE_URL": own_server}
+    )
+    assert taken.returncode == 1 and taken.stdout == ""
+    assert taken.stderr == (
+        "pgfast: error: a database named 'scratch_work' already exists on that server; choose another "
+        "name, or drop that database first\n"
+    )
+    # Yours, not pgfast's: cleanup leaves both.
+    cleaned = pgfast_cli(tmp_path, None, "test-db", "cleanup", "--all", env={"TEST_DATABASE_URL": own_server})
+    assert cleaned.returncode == 0, cleaned.stderr
+    names = fetchval(own_server, "SELECT array_agg(datname ORDER BY datname) FROM pg_database")
+    assert {"scratch_work", "my_template"} <= set(names)
