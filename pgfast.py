@@ -3113,15 +3113,33 @@ class EmbeddedPostgres:
             "to a server of your own",
         )
 
-    def release(self) -> None:
-        """Leave the server; the last process to leave stops it and removes its files."""
+    def release(self, *, keep_running: bool = False) -> None:
+        """Leave the server; the last process to leave stops it and removes its files, unless a
+        process left it with `keep_running=True` (databases kept for inspection live in it):
+        then it runs until `EmbeddedPostgres.stop_kept()`."""
         with _file_lock(self.base / f"pgfast-pg-{self.run_id}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "users" / str(os.getpid())).unlink()
-            if not _live_users(self.root):
+            if keep_running:
+                (self.root / "kept").touch()
+            elif not _live_users(self.root) and not (self.root / "kept").exists():
                 _stop_server(self.root, self._postmaster)
                 # The run is over, nobody joins it any more: its lock file can go too.
                 (self.base / f"pgfast-pg-{self.run_id}.lock").unlink(missing_ok=True)
+
+    @staticmethod
+    def stop_kept() -> list[Path]:
+        """Stop the embedded servers left running for inspection on this machine; return their
+        directories (removed with their data)."""
+        base = _tmpfs_dir()
+        stopped = []
+        for marker in sorted(base.glob("pgfast-pg-*/kept")):
+            root = marker.parent
+            with _file_lock(base / f"{root.name}.lock"):
+                _stop_server(root)
+                (base / f"{root.name}.lock").unlink(missing_ok=True)
+            stopped.append(root)
+        return stopped
 
     def __enter__(self) -> str:
         return self.acquire()
@@ -3356,6 +3374,8 @@ def _stop_orphaned_servers(base: Path, keep: Path) -> None:
             except BlockingIOError:
                 continue  # its run is starting or stopping it right now
             try:
+                if (root / "kept").exists():
+                    continue  # left running on purpose: stop_kept() ends it
                 if root.is_dir() and not _live_users(root):
                     _stop_server(root)
                     lock.unlink(missing_ok=True)  # its run is dead: nobody joins it again
@@ -3769,6 +3789,11 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="also listen on 127.0.0.1:PORT (default: Unix socket only)",
     )
+    tserver.add_argument(
+        "--stop-kept",
+        action="store_true",
+        help="stop the servers kept running for databases of failed tests (--pgfast-keep-failed), and exit",
+    )
     tserver.set_defaults(handler=_cmd_testdb_server)
     tlist = tcommands.add_parser("list", help="list pgfast's databases: name, kind, size, age, creator")
     tlist.set_defaults(handler=_cmd_testdb_list)
@@ -4111,6 +4136,14 @@ def _cmd_testdb_create(args: argparse.Namespace) -> int:
 
 def _cmd_testdb_server(args: argparse.Namespace) -> int:
     import signal
+
+    if args.stop_kept:
+        stopped = EmbeddedPostgres.stop_kept()
+        print(
+            "\n".join(f"stopped the server in {root} and deleted its data" for root in stopped)
+            or "no kept server"
+        )
+        return 0
 
     server = EmbeddedPostgres(f"server-{os.getpid()}", port=args.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on kill too

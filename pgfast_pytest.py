@@ -38,6 +38,8 @@ except ImportError:  # anyio's pytest plugin runs plain async fixtures (in tests
 # The fixtures (the private ones included) and the hooks, so that a conftest's star import
 # enables everything. Installed too, the hooks then run twice: each is written to allow that.
 __all__ = [
+    "pytest_sessionfinish",
+    "pytest_testnodedown",
     "app",
     "app_client",
     "sync_app_client",
@@ -57,7 +59,8 @@ __all__ = [
     "pgfast_server_url",
 ]
 
-_KEPT = pytest.StashKey[list[str]]()
+# The databases kept for failed tests: [test id, URL, how to clean up].
+_KEPT = pytest.StashKey[list[list[str]]]()
 _SUMMARY_SHOWN = pytest.StashKey[bool]()
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _SERVER = pytest.StashKey[pgfast.EmbeddedPostgres]()
@@ -79,7 +82,8 @@ def pgfast_server_url(request: pytest.FixtureRequest, pytestconfig: pytest.Confi
         _stop_run(request.session, f"pgfast: {exc}")
     pytestconfig.stash[_SERVER] = server  # checked when a test database cannot be made
     yield url
-    server.release()
+    # Databases kept for failed tests live in this server: then it stays up after the run.
+    server.release(keep_running=bool(pytestconfig.stash.get(_KEPT, [])))
 
 
 @pytest.fixture(scope="session")
@@ -400,8 +404,17 @@ async def db_pool_factory(
     finally:
         keep = request.config.getoption("pgfast_keep_failed", False) and _failed(request)
         kept = await factory._finish(keep=keep)
+        if kept:
+            embedded = request.config.stash.get(_SERVER, None) is not None
+            cleanup = (
+                "pgfast test-db server --stop-kept  # stops the server kept for them, and drops them"
+                if embedded
+                else f"TEST_DATABASE_URL='{pgfast.mask_url(_pgfast_loops.databases.admin_url)}' "
+                "pgfast test-db cleanup --all"
+            )
         for name in kept:
-            request.config.stash.setdefault(_KEPT, []).append(_pgfast_loops.databases.url(name))
+            url = pgfast.mask_url(_pgfast_loops.databases.url(name))
+            request.config.stash.setdefault(_KEPT, []).append([request.node.nodeid, url, cleanup])
 
 
 @_async_fixture
@@ -563,11 +576,27 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # An xdist worker: its kept databases travel to the controller, which prints the summary.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["pgfast_kept"] = session.config.stash.get(_KEPT, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    kept = node.config.stash.setdefault(_KEPT, [])
+    for entry in getattr(node, "workeroutput", {}).get("pgfast_kept", []):
+        if entry not in kept:  # (the hook may be registered twice)
+            kept.append(entry)
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     kept = config.stash.get(_KEPT, [])
     if kept and not config.stash.get(_SUMMARY_SHOWN, False):
         config.stash[_SUMMARY_SHOWN] = True
         terminalreporter.section("pgfast: databases kept for failed tests")
-        for url in kept:
-            terminalreporter.write_line(f"psql '{pgfast.mask_url(url)}'")
-        terminalreporter.write_line("drop them with: pgfast test-db cleanup --all")
+        for test, url, _cleanup in kept:
+            terminalreporter.write_line(f"{test}:\n    psql '{url}'")
+        for cleanup in dict.fromkeys(entry[2] for entry in kept):
+            terminalreporter.write_line(f"clean up when done: {cleanup}")

@@ -1,0 +1,82 @@
+"""--pgfast-keep-failed on the embedded server: the failed tests' databases outlive pytest (the
+server stays up for them), the summary gives the exact psql command per failed test, and one
+command stops the kept server, leaving nothing behind."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import pid_alive, run_pytest, user_env, write
+
+import pgfast
+
+TESTS = """
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("who", ["ada", "grace"])
+async def test_fails(isolated_db, who):
+    await isolated_db.execute("INSERT INTO users (name) VALUES ($1)", who)
+    assert False
+
+
+@pytest.mark.asyncio
+async def test_passes(isolated_db):
+    pass
+"""
+
+
+def psql() -> str:
+    found = shutil.which("psql") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))), None)
+    assert found, "psql is needed"
+    return str(found)
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_kept_databases_on_the_embedded_server_can_be_opened_after_pytest_exits(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    write(tmp_path, "migrations/1_users_up.sql", "CREATE TABLE users (name text);")
+    write(tmp_path, "test_it.py", TESTS)
+    write(tmp_path, "pytest.ini", "[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = run_pytest(tmp_path, "--pgfast-keep-failed", *args)  # no TEST_DATABASE_URL: embedded
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "pgfast: databases kept for failed tests" in result.stdout
+    commands = re.findall(r"test_it\.py::test_fails\[(\w+)\]:\n    psql '([^']+)'", result.stdout)
+    assert sorted(who for who, _url in commands) == ["ada", "grace"], result.stdout
+    assert "clean up when done: pgfast test-db server --stop-kept" in result.stdout
+    socket_dir = re.search(r"host=([^&']+)", commands[0][1])
+    assert socket_dir
+    root = Path(socket_dir[1])
+    try:
+        for who, url in commands:  # after pytest has exited
+            seen = subprocess.run(
+                [psql(), url, "-Atc", "SELECT name FROM users"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                user="postgres" if pgfast.EmbeddedPostgres().base == root.parent else None,
+            )
+            assert (seen.returncode, seen.stdout.strip()) == (0, who), seen.stderr
+    finally:
+        stopped = subprocess.run(
+            ["pgfast", "test-db", "server", "--stop-kept"], env=user_env(), capture_output=True, text=True
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped the server in {root} and deleted its data" in stopped.stdout
+    assert not root.exists()
+    assert not [pid for pid in _postmasters_of(root) if pid_alive(pid)]
+
+
+def _postmasters_of(root: Path) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(root) in cmdline.read_text(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
