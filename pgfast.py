@@ -959,12 +959,10 @@ class _Held:
 # stack after the response. The dependency resolution and the handler both run inside the
 # function stack (fastapi/routing.py, request_response), so an exit callback there sees what
 # they raised. The dependencies below are plain coroutines that push their clean-up (COMMIT,
-# release, outage answer) onto one of them. Generator dependencies would do the same through
-# FastAPI's own machinery at ~50 us more per request each, a quarter of a simple request: in
-# benchmarks/bench_http.py this took the RLS dependency from 0.64-0.71x to 0.75-0.80x of the
-# plain pool endpoint, get_db_connection from 0.77-0.84x to 0.83-0.93x. These keys are
-# FastAPI's, not a public API, so their absence is an error that says so, never a commit after
-# the response.
+# release, outage answer) onto one of them: generator dependencies would do the same through
+# FastAPI's own machinery, which costs a sizeable part of a simple request (README,
+# Performance, has the benchmarks/bench_http.py figures). These keys are FastAPI's, not a
+# public API, so their absence is an error that says so, never a commit after the response.
 _FUNCTION_STACK: Final = "fastapi_function_astack"
 _REQUEST_STACK: Final = "fastapi_inner_astack"
 
@@ -988,7 +986,7 @@ async def _acquire(request: Any, pool: "asyncpg.Pool") -> Any:
     try:
         return await pool.acquire(timeout=wait)
     except TimeoutError:
-        from fastapi import HTTPException  # here: importing it costs 10 us, a request ~200 us
+        from fastapi import HTTPException  # here, not on every request: the import is not free
 
         raise HTTPException(
             status_code=503,
@@ -2833,8 +2831,7 @@ class IsolatedDatabases:
         if version >= 150000:
             self._strategy = " STRATEGY FILE_COPY" if fsync == "off" else " STRATEGY WAL_LOG"
         # With fsync off, more clones ahead or more at a time only compete for the CPU; on a
-        # durable server, where a clone and a drop take 100-400 ms, they pay (README, "How it
-        # works", has the measurements).
+        # durable server, where clones and drops are slow, they pay (README, "How it works").
         if self.prewarm is None:
             self._depth = 2 if fsync == "off" else 6
         try:
@@ -3173,7 +3170,7 @@ class EmbeddedPostgres:
         with (self.root / "data" / "postgresql.auto.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self._give_to_owner(self.root)
-        # pg_ctl's own wait polls ten times a second; polling the pid file here saves ~100 ms.
+        # pg_ctl's own wait polls ten times a second; polling the pid file here is quicker.
         result = self._run(
             "pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-W", "start"
         )
