@@ -677,7 +677,7 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
 
     import asyncpg
 
-    options = {**config.pool_options(), **overrides}
+    options = {"reset": _reset_unless_sent(set()), **config.pool_options(), **overrides}
     deadline = time.monotonic() + config.timeout
     delay = 0.05
     while True:
@@ -781,9 +781,15 @@ def _reset_unless_sent(already_reset: set[int]) -> Callable[["asyncpg.Connection
 
     async def reset(conn: "asyncpg.Connection[Any]") -> None:
         if conn.get_server_pid() not in already_reset:
-            await conn.execute(conn.get_reset_query())
+            await conn.execute(_reset_query(conn))
 
     return reset
+
+
+def _reset_query(conn: "_Connection") -> str:
+    """asyncpg's reset (advisory locks, cursors, LISTEN, settings) and temporary tables, which it
+    leaves: one request's temporary table, rows and all, would be the next request's."""
+    return f"{conn.get_reset_query()}\nDISCARD TEMP;"
 
 
 async def _migrate_on_startup(config: DatabaseConfig) -> None:
@@ -1182,7 +1188,7 @@ async def _commit(conn: "_Connection", *, reset: bool) -> None:
             raise TransactionFailedError(_FAILED_AT_COMMIT)
         return
     try:
-        await conn.execute(f"SELECT 1; COMMIT; {conn.get_reset_query()}")
+        await conn.execute(f"SELECT 1; COMMIT; {_reset_query(conn)}")
     except asyncpg.InFailedSQLTransactionError:
         await conn.execute("ROLLBACK")
         raise TransactionFailedError(_FAILED_AT_COMMIT) from None
