@@ -2619,10 +2619,11 @@ async def dump_schema(
     that server. Owners and privileges are left out unless `privileges=True`; pgfast's ledger is
     always left out. The text loads back with `psql -v ON_ERROR_STOP=1 -f`.
     """
-    async with _scratch_database(server_url) as (url, pg_dump):
-        if migrations:
-            await _apply_quietly(url, migrations)
-        return await _dump(pg_dump, url, privileges=privileges)
+    with _build_server(server_url) as server:
+        async with _scratch_database(server) as (url, pg_dump):
+            if migrations:
+                await _apply_quietly(url, migrations)
+            return await _dump(pg_dump, url, privileges=privileges)
 
 
 async def diff_schema(
@@ -2650,11 +2651,12 @@ async def diff_schema(
     applied = [
         s.migration for s in statuses if s.migration is not None and s.state in ("applied", "modified")
     ]
-    async with _scratch_database(server_url, at_least=major) as (scratch, pg_dump):
-        if applied:
-            await _apply_quietly(scratch, applied)
-        expected = await _dump(pg_dump, scratch, privileges=privileges)
-        actual = await _dump(pg_dump, url, privileges=privileges)
+    with _build_server(server_url) as server:
+        async with _scratch_database(server, at_least=major) as (scratch, pg_dump):
+            if applied:
+                await _apply_quietly(scratch, applied)
+            expected = await _dump(pg_dump, scratch, privileges=privileges)
+            actual = await _dump(pg_dump, url, privileges=privileges)
     return _diff(expected, actual, f"migrations ({len(applied)} applied)", mask_url(url))
 
 
@@ -2669,20 +2671,39 @@ async def check_migrations(
     """
     import asyncio
 
-    checks: list[MigrationCheck] = []
     ordered = order_migrations(migrations)
-    async with _scratch_database(server_url) as (url, pg_dump):
+    # Two databases check half the migrations each, at once: the time goes to pg_dump runs, each
+    # of which keeps a core busy, and a half's start costs one quick apply of what precedes it.
+    half = (len(ordered) + 1) // 2 if len(ordered) >= 4 else len(ordered)
+    with _build_server(server_url) as server:
+        halves = await asyncio.gather(
+            _check_from(server, ordered, 0, half), _check_from(server, ordered, half, len(ordered))
+        )
+    checks = halves[0] if halves[0] and halves[0][-1].failed else halves[0] + halves[1]
+    return checks
+
+
+async def _check_from(
+    server: tuple[str, Path | None], ordered: Sequence[Migration], start: int, stop: int
+) -> list[MigrationCheck]:
+    """check_migrations for ordered[start:stop], in a scratch database of its own."""
+    import asyncio
+
+    checks: list[MigrationCheck] = []
+    if start == stop:
+        return checks
+    async with _scratch_database(server) as (url, pg_dump):
         conn = await _connect(url, application_name="pgfast schema check")
         try:
+            if start:
+                await apply_migrations(conn, ordered[:start])
             before = await _dump(pg_dump, url)
-            for m in ordered:
+            for m in ordered[start:stop]:
                 check = await _check_one(conn, ordered, m, pg_dump, url, before)
                 checks.append(check)
                 if check.failed:
                     break
-                # The schema after this up is the next migration's "before"; dumped while
-                # nothing else runs on the database.
-                before = await _dump(pg_dump, url)
+                before = await _dump(pg_dump, url)  # the schema the next migration starts from
         finally:
             await asyncio.shield(conn.close())
     return checks
@@ -2721,29 +2742,38 @@ async def _apply_quietly(url: str, migrations: Sequence[Migration]) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def _build_server(server_url: str | None) -> Iterator[tuple[str, Path | None]]:
+    """The admin URL to build schemas on (`server_url`, else `test_server_url()`, else an embedded
+    server for the block) and the bin directory of its binaries when known."""
+    if server_url := server_url or test_server_url():
+        yield server_url, None
+        return
+    server = EmbeddedPostgres(f"schema-{os.getpid()}")
+    with server as url:
+        yield url, server.bindir
+
+
 @contextlib.asynccontextmanager
-async def _scratch_database(server_url: str | None, at_least: int = 0) -> AsyncIterator[tuple[str, Path]]:
-    """An empty database on `server_url`'s server (default: the test server, else an embedded
-    one for the block) and a pg_dump for it; dropped after the block."""
-    with contextlib.ExitStack() as stack:
-        bindir = None
-        admin_url = server_url or test_server_url()
-        if admin_url is None:
-            server = EmbeddedPostgres(f"schema-{os.getpid()}")
-            admin_url, bindir = stack.enter_context(server), server.bindir
-        admin = await _connect(admin_url, application_name="pgfast schema")
+async def _scratch_database(
+    server: tuple[str, Path | None], at_least: int = 0
+) -> AsyncIterator[tuple[str, Path]]:
+    """An empty database on the `_build_server` server and a pg_dump new enough for it (and for
+    a server of major `at_least`); dropped after the block."""
+    admin_url, bindir = server
+    admin = await _connect(admin_url, application_name="pgfast schema")
+    try:
+        major = await admin.fetchval("SELECT current_setting('server_version_num')::int / 10000")
+        pg_dump = _find_pg_dump(max(major, at_least), bindir)
+        # A name sweeps know: a scratch database a killed process left is dropped by the next run.
+        name = _test_database_name(_host_id(), os.getpid())
+        await admin.execute(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0")
         try:
-            major = await admin.fetchval("SELECT current_setting('server_version_num')::int / 10000")
-            pg_dump = _find_pg_dump(max(major, at_least), bindir)
-            # A name sweeps know: a scratch database a killed process left is dropped by the next run.
-            name = _test_database_name(_host_id(), os.getpid())
-            await admin.execute(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0")
-            try:
-                yield database_url(admin_url, name), pg_dump
-            finally:
-                await _drop_database(admin, name)
+            yield database_url(admin_url, name), pg_dump
         finally:
-            await admin.close()
+            await _drop_database(admin, name)
+    finally:
+        await admin.close()
 
 
 def _find_pg_dump(major: int, bindir: Path | None) -> Path:

@@ -283,3 +283,23 @@ def test_cli_check_names_the_failing_migration_and_exits_1(tmp_path: Path, postg
     assert result.stdout.startswith("ok           1_accounts\nFAILED       2_index\n")
     assert "+CREATE INDEX accounts_amount ON public.accounts USING btree (amount);\n" in result.stdout
     assert result.stderr.splitlines()[-1] == "pgfast: check failed at 2_index: down left changes"
+
+
+@pytest.mark.parametrize("bad", [[2, 5], [4]], ids=["first half and later", "second half"])
+def test_check_of_many_migrations_reports_the_first_failure_in_apply_order(
+    tmp_path: Path, postgres_server: str, bad: list[int]
+) -> None:
+    # Five migrations are checked as two halves at once; the report still reads in apply order.
+    ups = {
+        f"{i}_t{i}": f"CREATE TABLE t{i} (id int);\nCREATE INDEX t{i}_id ON t{i} (id);" for i in range(1, 6)
+    }
+    downs = {
+        f"{i}_t{i}": f"DROP TABLE t{i};" if i not in bad else f"DROP INDEX t{i}_id;" for i in range(1, 6)
+    }
+    checks = checked(tmp_path, postgres_server, ups, downs)
+    first = bad[0]
+    assert [(c.migration.version, c.outcome) for c in checks] == [
+        *((i, "ok") for i in range(1, first)),
+        (first, "down left changes"),
+    ]
+    assert f"+CREATE TABLE public.t{first} (\n" in checks[-1].diff
