@@ -2695,8 +2695,10 @@ async def _check_from(
     async with _scratch_database(server) as (url, pg_dump):
         conn = await _connect(url, application_name="pgfast schema check")
         try:
-            if start:
+            try:
                 await apply_migrations(conn, ordered[:start])
+            except MigrationFailedError as exc:  # the first half reports it too, and wins
+                return [MigrationCheck(exc.migration, "up failed", error=str(exc))]
             before = await _dump(pg_dump, url)
             for m in ordered[start:stop]:
                 check = await _check_one(conn, ordered, m, pg_dump, url, before)

@@ -303,3 +303,11 @@ def test_check_of_many_migrations_reports_the_first_failure_in_apply_order(
         (first, "down left changes"),
     ]
     assert f"+CREATE TABLE public.t{first} (\n" in checks[-1].diff
+
+
+def test_check_reports_an_up_that_fails_in_the_first_half(tmp_path: Path, postgres_server: str) -> None:
+    ups = {f"{i}_t{i}": f"CREATE TABLE t{i} (id int);" for i in range(1, 6)}
+    ups["2_t2"] = "CREATE TABLE t2 (id int REFERENCES nowhere);"
+    checks = checked(tmp_path, postgres_server, ups, {f"{i}_t{i}": f"DROP TABLE t{i};" for i in range(1, 6)})
+    assert [(c.migration.version, c.outcome) for c in checks] == [(1, "ok"), (2, "up failed")]
+    assert 'relation "nowhere" does not exist' in checks[-1].error
