@@ -115,6 +115,11 @@ __all__ = [
     "rollback_migrations",
     "mark_migration",
     "verify_migrations",
+    # migrations: schema dumps
+    "MigrationCheck",
+    "dump_schema",
+    "diff_schema",
+    "check_migrations",
     # test databases
     "SqlFixture",
     "IsolatedDatabases",
@@ -174,6 +179,13 @@ _LEADING_COMMENTS: Final = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _CONCURRENT_INDEX: Final = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[^\s(]+)?",
     re.IGNORECASE,
+)
+# pg_dump lines that vary by version or run, or set what loading a schema does not need: kept
+# are client_encoding and standard_conforming_strings (how the text reads), check_function_bodies
+# (bodies may name tables made later) and the empty search_path (names are all qualified).
+_DUMP_NOISE: Final = re.compile(
+    r"--\s*Dumped (?:from|by) .*|\\(?:un)?restrict .*"
+    r"|SET (?!client_encoding |standard_conforming_strings |check_function_bodies )\w+ = .*"
 )
 _KEY_VALUE: Final = re.compile(r"\s*[A-Za-z_]+\s*=")  # libpq's "host=... password=..." form
 # A query parameter's key; asyncpg percent-decodes keys, so `pass%77ord=` is a password too.
@@ -2579,6 +2591,280 @@ async def _statement_timeout(conn: "_Connection", seconds: float | None) -> Asyn
                 await conn.execute("SELECT set_config('statement_timeout', $1, false)", previous)
 
 
+# ─────────────────────────────────── migrations: schema dumps ─────────────────────────────────
+# The schema as a file, built in a scratch database on the test server (TEST_DATABASE_URL, else
+# an embedded one), so no target database is needed and the same migrations give the same bytes.
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationCheck:
+    """What `check_migrations` found for one migration: `outcome` "ok", "no down file" (its up
+    applied, its down not checked), "up failed", "down failed", "down left changes" (`diff`: `-`
+    what the down removed that was there before the up, `+` what it left behind) or "up failed
+    again" (after its down); `error` is the failure's message."""
+
+    migration: Migration
+    outcome: Literal["ok", "no down file", "up failed", "down failed", "down left changes", "up failed again"]
+    diff: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome not in ("ok", "no down file")
+
+
+async def dump_schema(
+    migrations: Sequence[Migration], *, server_url: str | None = None, privileges: bool = False
+) -> str:
+    """The normalized schema-only dump of what `migrations` build, made in a scratch database.
+
+    `server_url` is an admin URL of the server to build on (default: `test_server_url()`, else an
+    embedded server started for the call); the dump is taken with a `pg_dump` at least as new as
+    that server. Owners and privileges are left out unless `privileges=True`; pgfast's ledger is
+    always left out. The text loads back with `psql -v ON_ERROR_STOP=1 -f`.
+    """
+    with _build_server(server_url) as server:
+        async with _scratch_database(server) as (url, pg_dump):
+            if migrations:
+                await _apply_quietly(url, migrations)
+            return await _dump(pg_dump, url, privileges=privileges)
+
+
+async def diff_schema(
+    url: str, migrations: Sequence[Migration], *, server_url: str | None = None, privileges: bool = False
+) -> list[str]:
+    """The unified diff from the schema the migrations applied at `url` build to the schema `url`
+    has (`-` made by the migrations and missing there, `+` there only); empty when they match.
+
+    The migrations are built in a scratch database as in `dump_schema`; both sides are dumped by
+    one `pg_dump`, new enough for both servers.
+    """
+    conn = await _connect(url, application_name="pgfast schema diff")
+    try:
+        statuses = await migration_status(conn, migrations)
+        major = await conn.fetchval("SELECT current_setting('server_version_num')::int / 10000")
+    finally:
+        await conn.close()
+    unusable = [s for s in statuses if s.state in ("missing", "partial")]
+    if unusable:
+        raise StateError(
+            f"cannot rebuild the schema of {mask_url(url)}: applied migration(s) "
+            f"{', '.join(f'{s.version}_{s.name} ({s.state})' for s in unusable)} cannot be replayed",
+            fix="restore the missing files or finish the partial migration (migration_status lists them)",
+        )
+    applied = [
+        s.migration for s in statuses if s.migration is not None and s.state in ("applied", "modified")
+    ]
+    with _build_server(server_url) as server:
+        async with _scratch_database(server, at_least=major) as (scratch, pg_dump):
+            if applied:
+                await _apply_quietly(scratch, applied)
+            expected = await _dump(pg_dump, scratch, privileges=privileges)
+            actual = await _dump(pg_dump, url, privileges=privileges)
+    return _diff(expected, actual, f"migrations ({len(applied)} applied)", mask_url(url))
+
+
+async def check_migrations(
+    migrations: Sequence[Migration], *, server_url: str | None = None
+) -> list[MigrationCheck]:
+    """Check that every down migration undoes its up, in a scratch database, in apply order.
+
+    For each migration: dump, up, down, dump again (the dumps must match), up again (it must
+    succeed). Returns one `MigrationCheck` per migration up to and including the first that
+    failed; a migration without a down file is applied, reported and passed over.
+    """
+    import asyncio
+
+    ordered = order_migrations(migrations)
+    # Two databases check half the migrations each, at once: the time goes to pg_dump runs, each
+    # of which keeps a core busy, and a half's start costs one quick apply of what precedes it.
+    half = (len(ordered) + 1) // 2 if len(ordered) >= 4 else len(ordered)
+    with _build_server(server_url) as server:
+        halves = await asyncio.gather(
+            _check_from(server, ordered, 0, half), _check_from(server, ordered, half, len(ordered))
+        )
+    checks = halves[0] if halves[0] and halves[0][-1].failed else halves[0] + halves[1]
+    return checks
+
+
+async def _check_from(
+    server: tuple[str, Path | None], ordered: Sequence[Migration], start: int, stop: int
+) -> list[MigrationCheck]:
+    """check_migrations for ordered[start:stop], in a scratch database of its own."""
+    import asyncio
+
+    checks: list[MigrationCheck] = []
+    if start == stop:
+        return checks
+    async with _scratch_database(server) as (url, pg_dump):
+        conn = await _connect(url, application_name="pgfast schema check")
+        try:
+            try:
+                await apply_migrations(conn, ordered[:start])
+            except MigrationFailedError as exc:  # the first half reports it too, and wins
+                return [MigrationCheck(exc.migration, "up failed", error=str(exc))]
+            before = await _dump(pg_dump, url)
+            for m in ordered[start:stop]:
+                check = await _check_one(conn, ordered, m, pg_dump, url, before)
+                checks.append(check)
+                if check.failed:
+                    break
+                before = await _dump(pg_dump, url)  # the schema the next migration starts from
+        finally:
+            await asyncio.shield(conn.close())
+    return checks
+
+
+async def _check_one(
+    conn: "_Connection", ordered: Sequence[Migration], m: Migration, pg_dump: Path, url: str, before: str
+) -> MigrationCheck:
+    up = functools.partial(apply_migrations, conn, ordered, target=m.version)
+    try:
+        await up()
+    except PgfastError as exc:
+        return MigrationCheck(m, "up failed", error=str(exc))
+    if m.down_path is None:
+        return MigrationCheck(m, "no down file")
+    try:
+        await rollback_migrations(conn, ordered, steps=1)
+    except PgfastError as exc:
+        return MigrationCheck(m, "down failed", error=str(exc))
+    after = await _dump(pg_dump, url)
+    if after != before:
+        diff = _diff(before, after, f"before {m.label}", f"after {m.label} up and down")
+        return MigrationCheck(m, "down left changes", diff=tuple(diff))
+    try:
+        await up()
+    except PgfastError as exc:
+        return MigrationCheck(m, "up failed again", error=str(exc))
+    return MigrationCheck(m, "ok")
+
+
+async def _apply_quietly(url: str, migrations: Sequence[Migration]) -> None:
+    conn = await _connect(url, application_name="pgfast schema")
+    try:
+        await apply_migrations(conn, migrations)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def _build_server(server_url: str | None) -> Iterator[tuple[str, Path | None]]:
+    """The admin URL to build schemas on (`server_url`, else `test_server_url()`, else an embedded
+    server for the block) and the bin directory of its binaries when known."""
+    if server_url := server_url or test_server_url():
+        yield server_url, None
+        return
+    server = EmbeddedPostgres(f"schema-{os.getpid()}")
+    with server as url:
+        yield url, server.bindir
+
+
+@contextlib.asynccontextmanager
+async def _scratch_database(
+    server: tuple[str, Path | None], at_least: int = 0
+) -> AsyncIterator[tuple[str, Path]]:
+    """An empty database on the `_build_server` server and a pg_dump new enough for it (and for
+    a server of major `at_least`); dropped after the block."""
+    admin_url, bindir = server
+    admin = await _connect(admin_url, application_name="pgfast schema")
+    try:
+        major = await admin.fetchval("SELECT current_setting('server_version_num')::int / 10000")
+        pg_dump = _find_pg_dump(max(major, at_least), bindir)
+        # A name sweeps know: a scratch database a killed process left is dropped by the next run.
+        name = _test_database_name(_host_id(), os.getpid())
+        await admin.execute(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0")
+        try:
+            yield database_url(admin_url, name), pg_dump
+        finally:
+            await _drop_database(admin, name)
+    finally:
+        await admin.close()
+
+
+def _find_pg_dump(major: int, bindir: Path | None) -> Path:
+    """The pg_dump of the oldest major >= `major` (the server's: its output is what the server's
+    own tools write), the embedded server's own first among equals."""
+    import shutil
+
+    candidates = [bindir / "pg_dump"] if bindir else []
+    if setting := os.environ.get("PGFAST_PG_BIN"):
+        candidates.append(Path(setting) / "pg_dump")
+    with contextlib.suppress(PgfastError):
+        candidates.append(_find_pg_bindir() / "pg_dump")
+    if on_path := shutil.which("pg_dump"):
+        candidates.append(Path(on_path))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))
+    found = [(v, path) for path in dict.fromkeys(candidates) if (v := _tool_major(path)) is not None]
+    usable = [(v, n, path) for n, (v, path) in enumerate(found) if v >= major]
+    if usable:
+        return min(usable)[2]
+    seen = f" (found only {', '.join(f'pg_dump {v} at {p}' for v, p in found)})" if found else ""
+    raise EmbeddedServerError(
+        f"no pg_dump of PostgreSQL {major} or newer, as the server is, in PGFAST_PG_BIN, PATH or "
+        f"/usr/lib/postgresql/*/bin{seen}",
+        fix=f"install PostgreSQL {major}'s client tools (e.g. apt-get install postgresql-client-{major}) "
+        "or set PGFAST_PG_BIN to their bin directory",
+    )
+
+
+@functools.cache
+def _tool_major(path: Path) -> int | None:
+    import subprocess
+
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        output = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30).stdout
+        if match := re.search(r"\) ([0-9]+)", output):  # "pg_dump (PostgreSQL) 15.4 (Debian ...)"
+            return int(match[1])
+    return None
+
+
+async def _dump(pg_dump: Path, url: str, *, privileges: bool = False) -> str:
+    import asyncio
+
+    parts, target = urlsplit(url), url
+    env = dict(os.environ)
+    if parts.password is not None:  # in the environment, not on a command line others can read
+        env["PGPASSWORD"] = unquote(parts.password)
+        netloc = parts.netloc.rpartition("@")
+        target = parts._replace(netloc=f"{netloc[0].partition(':')[0]}@{netloc[2]}").geturl()
+    options = [] if privileges else ["--no-owner", "--no-privileges"]
+    process = await asyncio.create_subprocess_exec(
+        str(pg_dump),
+        "--schema-only",
+        "--no-tablespaces",
+        f"--exclude-table=*.{LEDGER_TABLE}",
+        f"--exclude-table=*.{PROGRESS_TABLE}",
+        *options,
+        f"--dbname={target}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        problem = _scrub(err.decode(errors="replace").strip(), url).replace("\n", "; ")
+        raise PgfastError(
+            f"{pg_dump} failed on {mask_url(url)}: {problem}", fix="fix what it says, then run it again"
+        )
+    return _normalize_dump(out.decode())
+
+
+def _normalize_dump(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines() if not _DUMP_NOISE.fullmatch(line)]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def _diff(expected: str, actual: str, expected_name: str, actual_name: str) -> list[str]:
+    import difflib
+
+    return list(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True), actual.splitlines(keepends=True), expected_name, actual_name
+        )
+    )
+
+
 # ─────────────────────────────────────── test databases ───────────────────────────────────────
 
 # Names pgfast gives the databases it creates. The name is the creator marker: host and pid
@@ -3710,6 +3996,13 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="finish a no-transaction migration that stopped part way, from its first unfinished statement",
     )
+    up.add_argument(
+        "--dump",
+        nargs="?",
+        const="schema.sql",
+        metavar="FILE",
+        help="after a successful up, rewrite FILE (default: schema.sql) as 'schema dump --output' does",
+    )
     up.set_defaults(handler=_cmd_up)
 
     down = commands.add_parser(
@@ -3767,6 +4060,27 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"how long to wait while another process migrates (default: {DEFAULT_LOCK_TIMEOUT:g})",
     )
     mark.set_defaults(handler=_cmd_mark)
+
+    # dump, diff and check build the migrations on the test server: TEST_DATABASE_URL, else embedded.
+    dump = commands.add_parser(
+        "dump", parents=[scope], help="print or write the schema the migrations build (no database needed)"
+    )
+    dump.add_argument("--output", metavar="FILE", help="write it to FILE (default: standard output)")
+    dump.add_argument("--privileges", action="store_true", help="keep owners and privileges")
+    dump.set_defaults(handler=_cmd_dump)
+    diff = commands.add_parser(
+        "diff",
+        parents=[scope],
+        help="compare DATABASE_URL's schema with what its applied migrations build; exit 1 on drift",
+    )
+    diff.add_argument("--privileges", action="store_true", help="compare owners and privileges too")
+    diff.set_defaults(handler=_cmd_diff)
+    check = commands.add_parser(
+        "check",
+        parents=[scope],
+        help="check in a scratch database that every down undoes its up; exit 1 at the first that does not",
+    )
+    check.set_defaults(handler=_cmd_check)
 
     testdb = groups.add_parser("test-db", help="create, list and clean up pgfast's test databases")
     tcommands = testdb.add_subparsers(title="test-db commands", metavar="COMMAND")
@@ -3973,6 +4287,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print(f"applied {len(applied)} migration(s) in {time.perf_counter() - started:.2f} s")
         else:
             print(f"nothing to apply: all {len(migrations)} migration(s) are applied")
+        if args.dump:
+            _write_dump(args.dump, await dump_schema(migrations), migrations)
         return 0
 
     return _run_with_connection(run)
@@ -4125,6 +4441,63 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 0
 
     return _run_with_connection(run)
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    import asyncio
+
+    migrations = _discover_for_cli(args)
+    text = asyncio.run(dump_schema(migrations, privileges=args.privileges))
+    if args.output:
+        _write_dump(args.output, text, migrations)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _write_dump(path: str, text: str, migrations: Sequence[Migration]) -> None:
+    Path(path).write_text(text)
+    print(f"wrote {path}: the schema of {len(migrations)} migration(s)")
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    import asyncio
+
+    migrations = _discover_for_cli(args)
+    url = DatabaseConfig.from_env().url
+    diff = asyncio.run(diff_schema(url, migrations, privileges=args.privileges))
+    if not diff:
+        print(f"no drift: {mask_url(url)} has the schema its applied migrations build")
+        return 0
+    sys.stdout.writelines(diff)
+    hunks = sum(line.startswith("@@") for line in diff)
+    print(
+        f"pgfast: drift: {hunks} difference(s) ('-' missing from the database, '+' only in it)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    migrations = _discover_for_cli(args)
+    checks = asyncio.run(check_migrations(migrations))
+    for c in checks:
+        print(f"{'FAILED' if c.failed else c.outcome:<12} {c.migration.label}")
+        if c.diff:
+            print(f"its down left the schema changed ('-' gone, '+' left behind):\n{''.join(c.diff)}", end="")
+        if c.error:
+            print(f"{c.outcome}: {c.error}")
+    if checks and checks[-1].failed:
+        print(f"pgfast: check failed at {checks[-1].migration.label}: {checks[-1].outcome}", file=sys.stderr)
+        return 1
+    missing = sum(c.outcome == "no down file" for c in checks)
+    print(
+        f"checked {len(checks)} migration(s): every down undoes its up"
+        + (f" ({missing} without a down file)" if missing else "")
+    )
+    return 0
 
 
 def _cmd_testdb_create(args: argparse.Namespace) -> int:
