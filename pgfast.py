@@ -2844,8 +2844,11 @@ async def _dump(pg_dump: Path, url: str, *, privileges: bool = False) -> str:
     out, err = await process.communicate()
     if process.returncode != 0:
         problem = _scrub(err.decode(errors="replace").strip(), url).replace("\n", "; ")
-        raise PgfastError(
-            f"{pg_dump} failed on {mask_url(url)}: {problem}", fix="fix what it says, then run it again"
+        raise DatabaseUnavailableError(  # pg_dump could not read the database: access, most often
+            f"{pg_dump} failed on {mask_url(url)}: {problem}",
+            target=_describe_target(url),
+            reason=problem,
+            fix="fix what it says, then run it again",
         )
     return _normalize_dump(out.decode())
 
