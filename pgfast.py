@@ -444,14 +444,18 @@ class DatabaseConfig:
         )
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "DatabaseConfig":
-        """The app's config: `DATABASE_URL`, and the directories `PGFAST_MIGRATIONS_DIRS` /
-        `PGFAST_FIXTURES_DIRS` name (unset: discovered where they are used)."""
-        url = overrides.pop("url", None) or _env_url("DATABASE_URL")
+    def from_env(cls, *, database_url_var: str = "DATABASE_URL", **overrides: Any) -> "DatabaseConfig":
+        """The app's config: the URL in `DATABASE_URL` (or the variable `database_url_var`
+        names), else one built from docker-compose's `POSTGRES_HOST`, `POSTGRES_PORT`,
+        `POSTGRES_USER`, `POSTGRES_PASSWORD` and `POSTGRES_DB`; and the directories
+        `PGFAST_MIGRATIONS_DIRS` / `PGFAST_FIXTURES_DIRS` name (unset: discovered where used)."""
+        url = overrides.pop("url", None) or _env_url(database_url_var) or _compose_url()
         if not url:
             raise ConfigError(
-                "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME",
-                setting="DATABASE_URL",
+                f"no database configured: none of {', '.join((database_url_var, *_COMPOSE_VARIABLES))} "
+                f"is set; export {database_url_var}=postgresql://USER@HOST:5432/DBNAME (or "
+                "POSTGRES_HOST, POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB)",
+                setting=database_url_var,
             )
         dirs = {f"{kind}_dirs": _dirs_setting(kind, None)[0] for kind in _DIRS_VARIABLES}
         return cls(url=url, **(dirs | overrides))
@@ -676,6 +680,39 @@ def _env_url(variable: str) -> str | None:
     if url:
         _check_url(url, variable)
     return url or None
+
+
+_COMPOSE_VARIABLES: Final = (
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+)
+
+
+def _compose_url() -> str | None:
+    """A URL from the POSTGRES_* variables (docker-compose's convention), None when none is
+    set. Unset ones default as libpq's do: localhost, 5432, user postgres, database = user.
+    Every part is percent-encoded, so a password may hold any character."""
+    values = {name: os.environ.get(name, "") for name in _COMPOSE_VARIABLES}
+    if not any(values.values()):
+        return None
+    host = values["POSTGRES_HOST"] or "localhost"
+    if ":" in host and not host.startswith("["):  # an IPv6 address
+        host = f"[{host}]"
+    port = values["POSTGRES_PORT"] or "5432"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"POSTGRES_PORT={port!r} is not a port number; set it to e.g. 5432", setting="POSTGRES_PORT"
+        )
+    user = values["POSTGRES_USER"] or "postgres"
+    password = values["POSTGRES_PASSWORD"]
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    database = quote(values["POSTGRES_DB"] or user, safe="")
+    if host.startswith("/"):  # a Unix socket directory goes where a URL can hold a slash
+        return f"postgresql://{auth}@/{database}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql://{auth}@{host}:{port}/{database}"
 
 
 def _dirs_setting(kind: str, dirs: Iterable[str | Path] | None) -> tuple[list[Path] | None, str]:
