@@ -1997,11 +1997,16 @@ def _skip_block_comment(sql: str, i: int) -> int:
 
 
 def create_migration(
-    module_path: str | Path, name: str, *, now: dt.datetime | None = None
+    module_path: str | Path,
+    name: str,
+    *,
+    depends_on: Iterable[int] = (),
+    now: dt.datetime | None = None,
 ) -> tuple[Path, Path]:
     """Write an empty `_up.sql`/`_down.sql` pair into `module_path/migrations`; never overwrite.
 
     The version is the UTC time as YYYYMMDDHHMMSS, moved on by a second while it is taken.
+    `depends_on` versions go in the up file's header (the CLI gives the graph's heads).
     """
     if not _MIGRATION_NAME.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "add_users"
@@ -2019,9 +2024,10 @@ def create_migration(
     version = moment.strftime("%Y%m%d%H%M%S")
     up = folder / f"{version}_{name}_up.sql"
     down = folder / f"{version}_{name}_down.sql"
+    needs = ", ".join(map(str, sorted(set(depends_on))))
     with up.open("x", encoding="utf-8") as f:
         f.write(
-            f"-- {version}_{name}: up\n"
+            (f"-- depends_on: {needs}\n" if needs else "") + f"-- {version}_{name}: up\n"
             "-- Header comments pgfast reads (keep them at the top):\n"
             "--   '-- depends_on: VERSION, ...'   apply after these migrations\n"
             "--   '-- pgfast: no-transaction'     run outside a transaction (CREATE INDEX CONCURRENTLY)\n"
@@ -3929,6 +3935,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "module_path", help="directory to write into; '/migrations' is appended unless it ends so"
     )
     create.add_argument("name", help="migration name, of a-z, 0-9 and _ (e.g. add_users)")
+    create.add_argument(
+        "--no-depends",
+        action="store_true",
+        help="write no '-- depends_on:' (default: the current heads, the migrations nothing depends on)",
+    )
+    create.add_argument(
+        "--root",
+        metavar="DIR",
+        help="where to look for the existing migrations, as for 'up' (default: the project root)",
+    )
     create.set_defaults(handler=_cmd_create)
 
     timeouts = argparse.ArgumentParser(add_help=False)
@@ -4123,9 +4139,32 @@ def _duration(text: str) -> float:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    up, down = create_migration(args.module_path, args.name)
+    heads: list[Migration] = []
+    if not args.no_depends:
+        heads = _heads(_migrations_if_any(args))
+    up, down = create_migration(args.module_path, args.name, depends_on=[m.version for m in heads])
     print(f"created {up}\ncreated {down}")
+    if heads:
+        print(f"depends_on: {', '.join(m.label for m in heads)} (the migrations nothing depends on yet)")
+    elif not args.no_depends:
+        print("depends_on: none (no other migration found)")
     return 0
+
+
+def _migrations_if_any(args: argparse.Namespace) -> list[Migration]:
+    """What `up` would find, where it would look (see `_discover_for_cli`); none found is no error."""
+    env_dirs, _ = _dirs_setting("migrations", None)
+    if env_dirs and args.root is None:
+        return discover_migrations(env_dirs)
+    root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
+    dirs = _search_named_dirs(root, "migrations")[0] if root.is_dir() else []
+    return discover_migrations(dirs) if dirs else []
+
+
+def _heads(migrations: Sequence[Migration]) -> list[Migration]:
+    """The migrations no other one depends on, by version: what a new one should come after."""
+    needed = {v for m in migrations for v in m.depends_on}
+    return [m for m in order_migrations(migrations) if m.version not in needed]
 
 
 def _run_with_connection(fn: Callable[["_Connection"], Awaitable[_T]], url: str | None = None) -> _T:
