@@ -117,6 +117,8 @@ __all__ = [
     "rollback_migrations",
     "mark_migration",
     "verify_migrations",
+    "LockReport",
+    "report_locks",
     # test databases
     "SqlFixture",
     "IsolatedDatabases",
@@ -2297,6 +2299,118 @@ async def mark_migration(
     return before
 
 
+@dataclasses.dataclass(frozen=True)
+class LockReport:
+    """What one migration locked and rewrote, measured by running it (see `report_locks`).
+
+    `locks` maps each relation that existed before it ("table users", "index users_pkey") to
+    the strongest lock it took there ("AccessExclusiveLock"); `rewritten` lists those whose
+    storage it replaced (a new relfilenode: ALTER COLUMN TYPE, VACUUM FULL, CLUSTER). A
+    no-transaction migration is not measured (`measured` False): it ran statement by statement.
+    """
+
+    migration: Migration
+    locks: Mapping[str, str]
+    rewritten: tuple[str, ...]
+    measured: bool = True
+
+    def lines(self) -> list[str]:
+        """The report in plain words, one line per fact."""
+        if not self.measured:
+            return [f"{self.migration.label}: runs without a transaction; locks not measured"]
+        found = [f"{self.migration.label}: {_LOCK_WORDS[mode]} on {rel}" for rel, mode in self.locks.items()]
+        found += [
+            f"{self.migration.label}: rewrites {rel} (a full copy, under its lock)" for rel in self.rewritten
+        ]
+        return found or [f"{self.migration.label}: no lock on an existing relation"]
+
+
+# The eight table lock modes, strongest last, in plain words (PostgreSQL's "Table-Level Locks").
+_LOCK_WORDS: Final = {
+    "AccessShareLock": "ACCESS SHARE: blocks only ACCESS EXCLUSIVE",
+    "RowShareLock": "ROW SHARE: blocks EXCLUSIVE and ACCESS EXCLUSIVE, not reads or writes",
+    "RowExclusiveLock": "ROW EXCLUSIVE: blocks CREATE INDEX and stronger, not reads or writes",
+    "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE: blocks other DDL and VACUUM, not reads or writes",
+    "ShareLock": "SHARE: blocks writes, not reads",
+    "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE: blocks writes, not reads",
+    "ExclusiveLock": "EXCLUSIVE: blocks writes and SELECT FOR UPDATE, not plain reads",
+    "AccessExclusiveLock": "ACCESS EXCLUSIVE: blocks reads and writes",
+}
+_MODE_ORDER: Final = list(_LOCK_WORDS)
+
+# Every user relation with its kind in words and its storage file, keyed by oid.
+_RELATIONS_SQL: Final = """
+SELECT c.oid::bigint AS oid, c.relfilenode::bigint AS file,
+       CASE c.relkind WHEN 'i' THEN 'index ' WHEN 'I' THEN 'index ' WHEN 'S' THEN 'sequence '
+         WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' ELSE 'table ' END
+         || c.oid::regclass::text AS name
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+  AND c.relname NOT IN ('_pgfast_migrations', '_pgfast_migration_progress')"""
+
+
+async def report_locks(conn: "_Connection", migrations: Sequence[Migration]) -> list[LockReport]:
+    """Run `migrations` in order on `conn`, a scratch database, and report what each locked and
+    rewrote among the relations that existed before it.
+
+    Each runs in a transaction; before it commits, pg_locks gives the locks it holds and
+    pg_class the relfilenodes, compared with those before. It commits (so the next one sees its
+    schema): give a throwaway database holding the target's applied schema, never the target
+    (the CLI's `up --dry-run --locks` clones one on the test or embedded server).
+    """
+    import asyncpg
+
+    reports = []
+    for m in migrations:
+        try:
+            reports.append(await _measure(conn, m))
+        except asyncpg.PostgresError as exc:
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+            line = _error_line(m.sql, -len("BEGIN;\n"), exc)
+            raise MigrationFailedError(
+                f"measuring {m.label} on a scratch database failed at "
+                f"{m.up_path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}",
+                migration=m,
+                applied=(),
+                line=line,
+                partial=None,
+                fix="fix the migration; nothing ran on the target database",
+            ) from exc
+    return reports
+
+
+async def _measure(conn: "_Connection", m: Migration) -> LockReport:
+    before = {r["oid"]: r for r in await conn.fetch(_RELATIONS_SQL)}
+    if m.no_transaction:
+        for _, statement in split_statements(m.sql):
+            await conn.execute(statement)
+        return LockReport(m, {}, (), measured=False)
+    body = m.sql if split_statements(m.sql) else ""  # asyncpg fails on comment-only strings
+    await conn.execute(f"BEGIN;\n{body}")
+    held = await conn.fetch(
+        "SELECT relation::bigint AS oid, mode FROM pg_locks "
+        "WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted"
+    )
+    now = await conn.fetch(_RELATIONS_SQL)
+    await conn.execute("COMMIT")
+    locks: dict[str, str] = {}
+    for row in held:
+        if row["oid"] in before and row["mode"] in _LOCK_WORDS:
+            name = before[row["oid"]]["name"]
+            if _MODE_ORDER.index(row["mode"]) >= _MODE_ORDER.index(locks.get(name, row["mode"])):
+                locks[name] = row["mode"]  # the strongest
+    # Rewritten: a new storage file, or (an index rebuilt by ALTER COLUMN TYPE) a new relation
+    # under the old name.
+    files, names = {r["oid"]: r["file"] for r in now}, {r["name"] for r in now}
+    rewritten = [
+        r["name"]
+        for oid, r in before.items()
+        if files.get(oid, r["file"]) != r["file"] or (oid not in files and r["name"] in names)
+    ]
+    return LockReport(m, dict(sorted(locks.items())), tuple(sorted(rewritten)))
+
+
 # A ledger as read from the database: None when the table does not exist yet.
 _Ledger = list[Mapping[str, Any]] | None
 # The progress rows of partial migrations, by version.
@@ -3998,6 +4112,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
     up.add_argument(
+        "--locks",
+        action="store_true",
+        help="with --dry-run: run the plan on a scratch copy of the applied schema (test or embedded "
+        "server, never the target) and print the locks each migration takes and the tables it rewrites",
+    )
+    up.add_argument(
         "--resume",
         action="store_true",
         help="finish a no-transaction migration that stopped part way, from its first unfinished statement",
@@ -4260,13 +4380,24 @@ def _some_migrations(migrations: list[Migration], where: str) -> list[Migration]
 def _cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
+    if args.locks and not args.dry_run:
+        raise ConfigError(
+            "--locks goes with --dry-run: 'pgfast schema up --dry-run --locks'", setting="locks"
+        )
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         if args.dry_run:
             statuses = await migration_status(conn, migrations)
             plan = plan_up(migrations, statuses, target=args.target, force=args.force, resume=args.resume)
-            _print_plan(plan, down=False)
+            if not args.locks:
+                _print_plan(plan, down=False)
+                return 0
+            applied = [s.migration for s in statuses if s.apply_order is not None and s.migration]
+            reports = await _scratch_reports(applied, plan)
+            print(f"dry run: {len(plan)} migration(s) measured on a scratch copy of the applied schema:")
+            for report in reports:
+                print("\n".join(f"  {line}" for line in report.lines()))
             return 0
         started = time.perf_counter()
         try:
@@ -4292,6 +4423,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 0
 
     return _run_with_connection(run)
+
+
+async def _scratch_reports(applied: Sequence[Migration], plan: Sequence[Migration]) -> list[LockReport]:
+    """report_locks on a clone holding `applied`, on the test server (TEST_DATABASE_URL), else
+    on an embedded one started for it: never on the target database."""
+    if not plan:
+        return []
+    with contextlib.ExitStack() as stack:
+        server = test_server_url() or stack.enter_context(EmbeddedPostgres())
+        databases = stack.enter_context(IsolatedDatabases(server, applied))
+        name = await databases.create()
+        conn = await _connect(databases.url(name), application_name="pgfast lock report")
+        try:
+            return await report_locks(conn, plan)
+        finally:
+            await conn.close()
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
