@@ -87,6 +87,7 @@ __all__ = [
     "PartialMigrationError",
     "FixtureError",
     "LockTimeoutError",
+    "DdlLockTimeoutError",
     # configuration
     "DatabaseConfig",
     "test_server_url",
@@ -104,6 +105,7 @@ __all__ = [
     # migrations
     "Migration",
     "MigrationStatus",
+    "LockWait",
     "discover_migrations",
     "order_migrations",
     "split_statements",
@@ -115,6 +117,8 @@ __all__ = [
     "rollback_migrations",
     "mark_migration",
     "verify_migrations",
+    "LockReport",
+    "report_locks",
     # migrations: schema dumps
     "MigrationCheck",
     "dump_schema",
@@ -149,6 +153,12 @@ MIGRATION_LOCK_KEY: Final = 0x7067_6661_7374_6D67  # "pgfastmg"
 TEMPLATE_LOCK_KEY: Final = 0x7067_6661_7374_7470  # "pgfasttp"
 LOCK_POLL_SECONDS: Final = 0.1
 DEFAULT_LOCK_TIMEOUT: Final = 300.0
+# A transactional migration waits this long for each lock it needs (SET LOCAL lock_timeout): a
+# DDL statement queued behind a long transaction would otherwise queue every later reader and
+# writer of the table behind itself. It then rolls back and retries after a jittered back-off.
+DEFAULT_DDL_LOCK_TIMEOUT: Final = 2.0
+DEFAULT_DDL_LOCK_RETRIES: Final = 5
+DDL_RETRY_BACKOFF: Final = (0.2, 5.0)  # first and longest wait between attempts, seconds
 DEFAULT_URL_FOR_TESTS: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 # While the database is unreachable, requests answer 503 and the log gets one line this often.
 OUTAGE_WARNING_SECONDS: Final = 60.0
@@ -158,6 +168,12 @@ _FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fix
 _MIGRATION_NAME: Final = re.compile(r"[a-z0-9_]+")
 _DEPENDS_ON: Final = re.compile(r"--\s*depends_on\s*:(?P<versions>.*)", re.IGNORECASE)
 _NO_TRANSACTION: Final = re.compile(r"--\s*pgfast\s*:\s*no-transaction\s*$", re.IGNORECASE)
+_LOCK_TIMEOUT_HEADER: Final = re.compile(
+    r"--\s*pgfast\s*:\s*lock_timeout\s*=\s*(?P<value>\S*)\s*$", re.IGNORECASE
+)
+_LOCK_TIMEOUT_VALUE: Final = re.compile(
+    r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>ms|s|min)|0|off", re.IGNORECASE
+)
 # A comment meant as a directive: `-- depends on: 1`, `-- depends-on 1`, `-- depends_on = 1`,
 # `-- pgfast no-transaction`, `-- no_transaction` (prose like `-- depends on the users table`
 # is not one). In a /* block comment */ too, where pgfast reads nothing.
@@ -336,6 +352,14 @@ class LockTimeoutError(PgfastError, TimeoutError):
     purpose: str
 
 
+class DdlLockTimeoutError(MigrationFailedError, TimeoutError):
+    """A transactional migration could not get a lock within `ddl_lock_timeout=` on any of its
+    attempts and was rolled back each time; `wait` is the last `LockWait` (what it waited for
+    and who held it)."""
+
+    wait: "LockWait"
+
+
 # How main() says a fix's API words on the command line (applied to `fix` only, never to facts).
 _CLI_WORDS: Final = (
     (re.compile(r"apply_migrations\(\.\.\., resume=True\)"), "'pgfast schema up --resume'"),
@@ -350,7 +374,8 @@ _CLI_WORDS: Final = (
     (re.compile(r"\bcreate_migration\b"), "'pgfast schema create'"),
     (re.compile(r"\bforce=True"), "--force"),
     (re.compile(r"\b(target|steps)="), r"--\1 "),
-    (re.compile(r"\block_timeout="), "--lock-timeout "),
+    (re.compile(r"\bddl_lock_(timeout|retries)="), r"--ddl-lock-\1 "),
+    (re.compile(r"(?<!pgfast: )\block_timeout="), "--lock-timeout "),  # not the file header's
     (re.compile(r"\bstatement_timeout="), "--timeout "),
 )
 
@@ -433,14 +458,18 @@ class DatabaseConfig:
         )
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "DatabaseConfig":
-        """The app's config: `DATABASE_URL`, and the directories `PGFAST_MIGRATIONS_DIRS` /
-        `PGFAST_FIXTURES_DIRS` name (unset: discovered where they are used)."""
-        url = overrides.pop("url", None) or _env_url("DATABASE_URL")
+    def from_env(cls, *, database_url_var: str = "DATABASE_URL", **overrides: Any) -> "DatabaseConfig":
+        """The app's config: the URL in `DATABASE_URL` (or the variable `database_url_var`
+        names), else one built from docker-compose's `POSTGRES_HOST`, `POSTGRES_PORT`,
+        `POSTGRES_USER`, `POSTGRES_PASSWORD` and `POSTGRES_DB`; and the directories
+        `PGFAST_MIGRATIONS_DIRS` / `PGFAST_FIXTURES_DIRS` name (unset: discovered where used)."""
+        url = overrides.pop("url", None) or _env_url(database_url_var) or _compose_url()
         if not url:
             raise ConfigError(
-                "DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME",
-                setting="DATABASE_URL",
+                f"no database configured: none of {', '.join((database_url_var, *_COMPOSE_VARIABLES))} "
+                f"is set; export {database_url_var}=postgresql://USER@HOST:5432/DBNAME (or "
+                "POSTGRES_HOST, POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB)",
+                setting=database_url_var,
             )
         dirs = {f"{kind}_dirs": _dirs_setting(kind, None)[0] for kind in _DIRS_VARIABLES}
         return cls(url=url, **(dirs | overrides))
@@ -665,6 +694,39 @@ def _env_url(variable: str) -> str | None:
     if url:
         _check_url(url, variable)
     return url or None
+
+
+_COMPOSE_VARIABLES: Final = (
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+)
+
+
+def _compose_url() -> str | None:
+    """A URL from the POSTGRES_* variables (docker-compose's convention), None when none is
+    set. Unset ones default as libpq's do: localhost, 5432, user postgres, database = user.
+    Every part is percent-encoded, so a password may hold any character."""
+    values = {name: os.environ.get(name, "") for name in _COMPOSE_VARIABLES}
+    if not any(values.values()):
+        return None
+    host = values["POSTGRES_HOST"] or "localhost"
+    if ":" in host and not host.startswith("["):  # an IPv6 address
+        host = f"[{host}]"
+    port = values["POSTGRES_PORT"] or "5432"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"POSTGRES_PORT={port!r} is not a port number; set it to e.g. 5432", setting="POSTGRES_PORT"
+        )
+    user = values["POSTGRES_USER"] or "postgres"
+    password = values["POSTGRES_PASSWORD"]
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    database = quote(values["POSTGRES_DB"] or user, safe="")
+    if host.startswith("/"):  # a Unix socket directory goes where a URL can hold a slash
+        return f"postgresql://{auth}@/{database}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql://{auth}@{host}:{port}/{database}"
 
 
 def _dirs_setting(kind: str, dirs: Iterable[str | Path] | None) -> tuple[list[Path] | None, str]:
@@ -1392,6 +1454,9 @@ class Migration:
     depends_on: tuple[int, ...] = ()
     no_transaction: bool = False
     down_no_transaction: bool = False  # the down file's header, read at discovery
+    # `-- pgfast: lock_timeout=` of the up / down file: None uses the run's ddl_lock_timeout=, 0 none
+    ddl_lock_timeout: float | None = None
+    down_ddl_lock_timeout: float | None = None
 
     @property
     def label(self) -> str:
@@ -1438,6 +1503,41 @@ class MigrationStatus:
             "statements_total": self.statements_total,
             "direction": self.direction,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class LockWait:
+    """A transactional migration gave up waiting for a lock after `timeout` seconds and was
+    rolled back: what it waited for and who held it, as a second connection saw them (None: not
+    seen). `str()` is the one line `pgfast schema up` prints for it."""
+
+    migration: Migration
+    direction: Literal["up", "down"]
+    attempt: int
+    attempts: int
+    timeout: float
+    relation: str | None  # e.g. "table users"; None for a lock on no relation (a row's transaction)
+    mode: str | None  # the lock it asked for, e.g. "AccessExclusiveLock"
+    pid: int | None
+    application_name: str | None
+    running: float | None  # seconds the holder had been in its transaction
+    retry_in: float | None  # seconds until the next attempt; None: it was the last
+
+    def __str__(self) -> str:
+        verb = "applying" if self.direction == "up" else "rolling back"
+        what = f"{self.mode or 'a lock'} on {self.relation}" if self.relation else (self.mode or "a lock")
+        holder = "held by a session pgfast did not see"
+        if self.pid is not None:
+            running = f"{self.running:.1f} s" if self.running is not None else "?"
+            holder = (
+                f"held by pid {self.pid} (application_name {self.application_name or '-'!r}, "
+                f"in its transaction for {running})"
+            )
+        then = f"retrying in {self.retry_in:.1f} s" if self.retry_in is not None else "no attempts left"
+        return (
+            f"{verb} {self.migration.label}: attempt {self.attempt} of {self.attempts} waited "
+            f"{self.timeout:g}s for {what}, {holder}; rolled back, {then}"
+        )
 
 
 def discover_migrations(
@@ -1530,10 +1630,10 @@ def _file_version(path: Path, match: re.Match[str], kind: str) -> int:
 
 def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
     sql = _read_sql(up)
-    depends_on, no_transaction = _parse_header(up, sql)
-    down_no_transaction = False
+    depends_on, no_transaction, lock_timeout = _parse_header(up, sql)
+    down_no_transaction, down_lock_timeout = False, None
     if down is not None:
-        down_depends_on, down_no_transaction = _parse_header(down, _read_sql(down))
+        down_depends_on, down_no_transaction, down_lock_timeout = _parse_header(down, _read_sql(down))
         if down_depends_on:
             raise MigrationFileError(
                 f"{down}: depends_on belongs in the up file's header; move it to {up.name}", [down, up]
@@ -1549,11 +1649,14 @@ def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
         depends_on=depends_on,
         no_transaction=no_transaction,
         down_no_transaction=down_no_transaction,
+        ddl_lock_timeout=lock_timeout,
+        down_ddl_lock_timeout=down_lock_timeout,
     )
 
 
-def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
-    """`-- depends_on:` versions and `-- pgfast: no-transaction` from the leading comments.
+def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | None]:
+    """`-- depends_on:` versions, `-- pgfast: no-transaction` and `-- pgfast: lock_timeout=`
+    (seconds, 0 for off, None when absent) from the leading comments.
 
     A comment that looks like a directive but does not parse, or a directive after the first
     statement, is an error: silently ignoring it would apply a migration in the wrong order or
@@ -1561,6 +1664,8 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
     """
     depends_on: set[int] = set()
     no_transaction = False
+    lock_timeout: float | None = None
+    lock_line = 0
     in_header = True
     for number, line in enumerate(sql.splitlines(), 1):
         line = line.strip()
@@ -1607,12 +1712,38 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool]:
                 depends_on.add(int(item))
         elif _NO_TRANSACTION.match(line):
             no_transaction = True
+        elif match := _LOCK_TIMEOUT_HEADER.match(line):
+            value = _LOCK_TIMEOUT_VALUE.fullmatch(match["value"])
+            if not value:
+                raise MigrationFileError(
+                    f"{where}: lock_timeout={match['value']!r} is not a duration; write e.g. "
+                    "'-- pgfast: lock_timeout=30s' (or 500ms, 2min; 0 or off for no limit)",
+                    [path],
+                    line=number,
+                )
+            scale = {"ms": 0.001, "s": 1.0, "min": 60.0}
+            lock_timeout = float(value["number"]) * scale[value["unit"].lower()] if value["number"] else 0.0
+            lock_line = number
         else:
-            right = "-- depends_on: VERSION, ..." if "depend" in line.lower() else "-- pgfast: no-transaction"
-            raise MigrationFileError(
-                f"{where}: cannot parse the directive {line!r}; write {right!r}", [path], line=number
+            right = (
+                "'-- depends_on: VERSION, ...'"
+                if "depend" in line.lower()
+                else "'-- pgfast: no-transaction' or '-- pgfast: lock_timeout=30s'"
             )
-    return tuple(sorted(depends_on)), no_transaction
+            raise MigrationFileError(
+                f"{where}: cannot parse the directive {line!r}; write {right}", [path], line=number
+            )
+    if no_transaction and lock_timeout is not None:
+        # Its statements run one by one in the session; a timeout there could fail CREATE INDEX
+        # CONCURRENTLY part way and leave an INVALID index, so pgfast sets none for it.
+        raise MigrationFileError(
+            f"{path}:{lock_line}: lock_timeout applies to migrations that run in a transaction, and "
+            "this one is no-transaction; put 'SET lock_timeout = ...;' before the statements it "
+            "should limit, or delete the line",
+            [path],
+            line=lock_line,
+        )
+    return tuple(sorted(depends_on)), no_transaction, lock_timeout
 
 
 def _read_sql(path: Path) -> str:
@@ -1884,11 +2015,16 @@ def _skip_block_comment(sql: str, i: int) -> int:
 
 
 def create_migration(
-    module_path: str | Path, name: str, *, now: dt.datetime | None = None
+    module_path: str | Path,
+    name: str,
+    *,
+    depends_on: Iterable[int] = (),
+    now: dt.datetime | None = None,
 ) -> tuple[Path, Path]:
     """Write an empty `_up.sql`/`_down.sql` pair into `module_path/migrations`; never overwrite.
 
     The version is the UTC time as YYYYMMDDHHMMSS, moved on by a second while it is taken.
+    `depends_on` versions go in the up file's header (the CLI gives the graph's heads).
     """
     if not _MIGRATION_NAME.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "add_users"
@@ -1906,9 +2042,10 @@ def create_migration(
     version = moment.strftime("%Y%m%d%H%M%S")
     up = folder / f"{version}_{name}_up.sql"
     down = folder / f"{version}_{name}_down.sql"
+    needs = ", ".join(map(str, sorted(set(depends_on))))
     with up.open("x", encoding="utf-8") as f:
         f.write(
-            f"-- {version}_{name}: up\n"
+            (f"-- depends_on: {needs}\n" if needs else "") + f"-- {version}_{name}: up\n"
             "-- Header comments pgfast reads (keep them at the top):\n"
             "--   '-- depends_on: VERSION, ...'   apply after these migrations\n"
             "--   '-- pgfast: no-transaction'     run outside a transaction (CREATE INDEX CONCURRENTLY)\n"
@@ -2057,7 +2194,10 @@ async def apply_migrations(
     resume: bool = False,
     statement_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ddl_lock_timeout: float | None = DEFAULT_DDL_LOCK_TIMEOUT,
+    ddl_lock_retries: int = DEFAULT_DDL_LOCK_RETRIES,
     on_applied: Callable[[Migration, float], None] | None = None,
+    on_lock_wait: Callable[[LockWait], None] | None = None,
 ) -> list[Migration]:
     """Apply what `plan_up` plans, in that order; return those applied.
 
@@ -2069,12 +2209,20 @@ async def apply_migrations(
     (`mark_migration`). Concurrent callers are serialised by an advisory lock (waited for up to
     `lock_timeout` seconds), so every migration is applied exactly once. `statement_timeout` is
     the server's limit per statement in seconds (None: no limit).
+
+    A transactional migration waits at most `ddl_lock_timeout` seconds for each lock it needs
+    (its header's `-- pgfast: lock_timeout=` wins; None or 0: no limit), so that its DDL never
+    queues the table's readers and writers behind a long transaction for longer. When a wait
+    runs out it rolls back, calls `on_lock_wait` with a `LockWait` (what it waited for, who held
+    it), sleeps a jittered back-off and tries again, up to `ddl_lock_retries` more times; then
+    raises `DdlLockTimeoutError`. No-transaction migrations run with the session's settings.
     """
+    ddl = _DdlLocks(ddl_lock_timeout, ddl_lock_retries, on_lock_wait)  # its errors first too
     ordered = order_migrations(migrations)  # its errors before the lock and the ledger
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema migration"):
         statuses = _statuses(ordered, *await _ensure_ledger(conn, ordered))
         plan = plan_up(ordered, statuses, target=target, force=force, resume=resume)
-        return await _run_steps(conn, _steps(plan, "up", statuses), statement_timeout, on_applied)
+        return await _run_steps(conn, _steps(plan, "up", statuses, ddl), statement_timeout, on_applied, ddl)
 
 
 async def rollback_migrations(
@@ -2086,19 +2234,25 @@ async def rollback_migrations(
     resume: bool = False,
     statement_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ddl_lock_timeout: float | None = DEFAULT_DDL_LOCK_TIMEOUT,
+    ddl_lock_retries: int = DEFAULT_DDL_LOCK_RETRIES,
     on_rolled_back: Callable[[Migration, float], None] | None = None,
+    on_lock_wait: Callable[[LockWait], None] | None = None,
 ) -> list[Migration]:
     """Roll back what `plan_down` plans: the last `steps` applied migrations (default 1), or all
     applied after `target` (0: everything), newest first by apply order; return them.
 
     A no-transaction down file records its progress as `apply_migrations` does; `resume=True`
-    finishes one that stopped part way. `statement_timeout` and `lock_timeout` are as there.
+    finishes one that stopped part way. The timeouts, retries and `on_lock_wait` are as there.
     """
+    ddl = _DdlLocks(ddl_lock_timeout, ddl_lock_retries, on_lock_wait)
     ordered = order_migrations(migrations)
     async with _advisory_lock(conn, MIGRATION_LOCK_KEY, lock_timeout, "schema rollback"):
         statuses = _statuses(ordered, *await _read_ledger(conn))
         plan = plan_down(ordered, statuses, steps=steps, target=target, resume=resume)
-        return await _run_steps(conn, _steps(plan, "down", statuses), statement_timeout, on_rolled_back)
+        return await _run_steps(
+            conn, _steps(plan, "down", statuses, ddl), statement_timeout, on_rolled_back, ddl
+        )
 
 
 async def mark_migration(
@@ -2159,6 +2313,118 @@ async def mark_migration(
             record += f"; DELETE FROM {PROGRESS_TABLE} WHERE version = {version}"
         await conn.execute(f"BEGIN; {record}; COMMIT")
     return before
+
+
+@dataclasses.dataclass(frozen=True)
+class LockReport:
+    """What one migration locked and rewrote, measured by running it (see `report_locks`).
+
+    `locks` maps each relation that existed before it ("table users", "index users_pkey") to
+    the strongest lock it took there ("AccessExclusiveLock"); `rewritten` lists those whose
+    storage it replaced (a new relfilenode: ALTER COLUMN TYPE, VACUUM FULL, CLUSTER). A
+    no-transaction migration is not measured (`measured` False): it ran statement by statement.
+    """
+
+    migration: Migration
+    locks: Mapping[str, str]
+    rewritten: tuple[str, ...]
+    measured: bool = True
+
+    def lines(self) -> list[str]:
+        """The report in plain words, one line per fact."""
+        if not self.measured:
+            return [f"{self.migration.label}: runs without a transaction; locks not measured"]
+        found = [f"{self.migration.label}: {_LOCK_WORDS[mode]} on {rel}" for rel, mode in self.locks.items()]
+        found += [
+            f"{self.migration.label}: rewrites {rel} (a full copy, under its lock)" for rel in self.rewritten
+        ]
+        return found or [f"{self.migration.label}: no lock on an existing relation"]
+
+
+# The eight table lock modes, strongest last, in plain words (PostgreSQL's "Table-Level Locks").
+_LOCK_WORDS: Final = {
+    "AccessShareLock": "ACCESS SHARE: blocks only ACCESS EXCLUSIVE",
+    "RowShareLock": "ROW SHARE: blocks EXCLUSIVE and ACCESS EXCLUSIVE, not reads or writes",
+    "RowExclusiveLock": "ROW EXCLUSIVE: blocks CREATE INDEX and stronger, not reads or writes",
+    "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE: blocks other DDL and VACUUM, not reads or writes",
+    "ShareLock": "SHARE: blocks writes, not reads",
+    "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE: blocks writes, not reads",
+    "ExclusiveLock": "EXCLUSIVE: blocks writes and SELECT FOR UPDATE, not plain reads",
+    "AccessExclusiveLock": "ACCESS EXCLUSIVE: blocks reads and writes",
+}
+_MODE_ORDER: Final = list(_LOCK_WORDS)
+
+# Every user relation with its kind in words and its storage file, keyed by oid.
+_RELATIONS_SQL: Final = """
+SELECT c.oid::bigint AS oid, c.relfilenode::bigint AS file,
+       CASE c.relkind WHEN 'i' THEN 'index ' WHEN 'I' THEN 'index ' WHEN 'S' THEN 'sequence '
+         WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' ELSE 'table ' END
+         || c.oid::regclass::text AS name
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+  AND c.relname NOT IN ('_pgfast_migrations', '_pgfast_migration_progress')"""
+
+
+async def report_locks(conn: "_Connection", migrations: Sequence[Migration]) -> list[LockReport]:
+    """Run `migrations` in order on `conn`, a scratch database, and report what each locked and
+    rewrote among the relations that existed before it.
+
+    Each runs in a transaction; before it commits, pg_locks gives the locks it holds and
+    pg_class the relfilenodes, compared with those before. It commits (so the next one sees its
+    schema): give a throwaway database holding the target's applied schema, never the target
+    (the CLI's `up --dry-run --locks` clones one on the test or embedded server).
+    """
+    import asyncpg
+
+    reports = []
+    for m in migrations:
+        try:
+            reports.append(await _measure(conn, m))
+        except asyncpg.PostgresError as exc:
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+            line = _error_line(m.sql, -len("BEGIN;\n"), exc)
+            raise MigrationFailedError(
+                f"measuring {m.label} on a scratch database failed at "
+                f"{m.up_path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}",
+                migration=m,
+                applied=(),
+                line=line,
+                partial=None,
+                fix="fix the migration; nothing ran on the target database",
+            ) from exc
+    return reports
+
+
+async def _measure(conn: "_Connection", m: Migration) -> LockReport:
+    before = {r["oid"]: r for r in await conn.fetch(_RELATIONS_SQL)}
+    if m.no_transaction:
+        for _, statement in split_statements(m.sql):
+            await conn.execute(statement)
+        return LockReport(m, {}, (), measured=False)
+    body = m.sql if split_statements(m.sql) else ""  # asyncpg fails on comment-only strings
+    await conn.execute(f"BEGIN;\n{body}")
+    held = await conn.fetch(
+        "SELECT relation::bigint AS oid, mode FROM pg_locks "
+        "WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted"
+    )
+    now = await conn.fetch(_RELATIONS_SQL)
+    await conn.execute("COMMIT")
+    locks: dict[str, str] = {}
+    for row in held:
+        if row["oid"] in before and row["mode"] in _LOCK_WORDS:
+            name = before[row["oid"]]["name"]
+            if _MODE_ORDER.index(row["mode"]) >= _MODE_ORDER.index(locks.get(name, row["mode"])):
+                locks[name] = row["mode"]  # the strongest
+    # Rewritten: a new storage file, or (an index rebuilt by ALTER COLUMN TYPE) a new relation
+    # under the old name.
+    files, names = {r["oid"]: r["file"] for r in now}, {r["name"] for r in now}
+    rewritten = [
+        r["name"]
+        for oid, r in before.items()
+        if files.get(oid, r["file"]) != r["file"] or (oid not in files and r["name"] in names)
+    ]
+    return LockReport(m, dict(sorted(locks.items())), tuple(sorted(rewritten)))
 
 
 # A ledger as read from the database: None when the table does not exist yet.
@@ -2381,22 +2647,51 @@ class _Step:
     no_transaction: bool
     bookkeeping: str
     start: int = 0  # statements a partial no-transaction run already did
+    lock_timeout: float = 0.0  # the transaction's lock_timeout in seconds; 0: none
+
+
+@dataclasses.dataclass(frozen=True)
+class _DdlLocks:
+    """A run's `ddl_lock_timeout=`, `ddl_lock_retries=` and `on_lock_wait=`, checked."""
+
+    timeout: float | None
+    retries: int
+    on_wait: Callable[[LockWait], None] | None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout >= 0:
+            raise ConfigError(
+                f"ddl_lock_timeout={self.timeout!r} is invalid; use seconds, or 0 (or None) for no limit",
+                setting="ddl_lock_timeout",
+            )
+        if self.retries < 0:
+            raise ConfigError(
+                f"ddl_lock_retries={self.retries!r} is invalid; use 0 (no retry) or more",
+                setting="ddl_lock_retries",
+            )
 
 
 def _steps(
-    plan: Sequence[Migration], direction: Literal["up", "down"], statuses: Sequence[MigrationStatus]
+    plan: Sequence[Migration],
+    direction: Literal["up", "down"],
+    statuses: Sequence[MigrationStatus],
+    ddl: _DdlLocks,
 ) -> Iterator[_Step]:
     """The plan's files with their ledger changes; a partial one goes on after its done statements.
     Lazy: a down file is read just before it runs."""
     done = {s.version: s.statements_done or 0 for s in statuses if s.state == "partial"}
     for m in plan:
         if direction == "up":
-            yield _Step(m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0))
+            header = m.ddl_lock_timeout
+            step = _Step(m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0))
         else:
             assert m.down_path is not None  # plan_down checked
+            header = m.down_ddl_lock_timeout
             forget = f"DELETE FROM {LEDGER_TABLE} WHERE version = {m.version}"
             sql, no_transaction = m.read_down(), m.down_no_transaction
-            yield _Step(m, "down", sql, m.down_path, no_transaction, forget, done.get(m.version, 0))
+            step = _Step(m, "down", sql, m.down_path, no_transaction, forget, done.get(m.version, 0))
+        timeout = header if header is not None else ddl.timeout
+        yield dataclasses.replace(step, lock_timeout=0.0 if step.no_transaction else timeout or 0.0)
 
 
 async def _run_steps(
@@ -2404,24 +2699,35 @@ async def _run_steps(
     steps: Iterable[_Step],
     statement_timeout: float | None,
     on_done: Callable[[Migration, float], None] | None,
+    ddl: _DdlLocks,
 ) -> list[Migration]:
     finished: list[Migration] = []
-    async with _statement_timeout(conn, statement_timeout):
-        for step in steps:
-            started = time.perf_counter()
-            await _run_step(conn, step, finished)
-            finished.append(step.migration)
-            if on_done:
-                on_done(step.migration, time.perf_counter() - started)
+    watch = _LockWatch(conn)
+    try:
+        async with _statement_timeout(conn, statement_timeout):
+            for step in steps:
+                started = time.perf_counter()
+                await _run_step(conn, step, finished, watch, ddl)
+                finished.append(step.migration)
+                if on_done:
+                    on_done(step.migration, time.perf_counter() - started)
+    finally:
+        await watch.close()
     return finished
 
 
-async def _run_step(conn: "_Connection", step: _Step, earlier: Sequence[Migration]) -> None:
+async def _run_step(
+    conn: "_Connection", step: _Step, earlier: Sequence[Migration], watch: "_LockWatch", ddl: _DdlLocks
+) -> None:
     """Run one file and its ledger change; on failure raise naming the file, the line and what stays.
 
-    A no-transaction file runs from statement `step.start + 1`, recording in PROGRESS_TABLE each
-    statement done; the record goes in the transaction that writes the ledger.
+    A transactional file whose lock timeout runs out is rolled back and run again (see
+    `apply_migrations`). A no-transaction file runs from statement `step.start + 1`, recording
+    in PROGRESS_TABLE each statement done; the record goes in the transaction that writes the
+    ledger.
     """
+    import asyncio
+
     import asyncpg
 
     m, sql = step.migration, step.sql
@@ -2430,10 +2736,27 @@ async def _run_step(conn: "_Connection", step: _Step, earlier: Sequence[Migratio
     try:
         if not step.no_transaction:
             # One simple-query round trip: the file and its ledger row commit together or not at all.
-            offset = -len("BEGIN;\n")
+            begin = "BEGIN;\n"
+            if step.lock_timeout:
+                begin += f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms';\n"
+            offset = -len(begin)
             body = sql if statements else ""  # asyncpg fails on comment-only strings
-            await conn.execute(f"BEGIN;\n{body}\n;{step.bookkeeping};\nCOMMIT")
-            return
+            script = f"{begin}{body}\n;{step.bookkeeping};\nCOMMIT"
+            if not step.lock_timeout:
+                await conn.execute(script)
+                return
+            for attempt in itertools.count(1):
+                try:
+                    await watch.execute(script)
+                    return
+                except asyncpg.LockNotAvailableError:
+                    await conn.execute("ROLLBACK")
+                    wait = watch.lock_wait(step, attempt, ddl.retries + 1)
+                    if wait.retry_in is None:
+                        raise _lock_failure(wait, earlier) from None
+                    if ddl.on_wait:
+                        ddl.on_wait(wait)
+                    await asyncio.sleep(wait.retry_in)
         if step.start == 0:
             # Every value is an integer or matched [a-z0-9_] / hex, so the literals are safe.
             await conn.execute(
@@ -2454,6 +2777,8 @@ async def _run_step(conn: "_Connection", step: _Step, earlier: Sequence[Migratio
         number, offset = len(statements) + 1, None
         forget = f"DELETE FROM {PROGRESS_TABLE} WHERE version = {m.version}"
         await conn.execute(f"BEGIN; {step.bookkeeping}; {forget}; COMMIT")
+    except DdlLockTimeoutError:  # a TimeoutError, so an OSError: rolled back, and says so
+        raise
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         if conn.is_in_transaction():
             with contextlib.suppress(Exception):
@@ -2523,6 +2848,146 @@ def _error_line(sql: str, offset: int | None, exc: BaseException) -> int | None:
     if not 0 <= index < len(sql):
         return None
     return sql.count("\n", 0, index) + 1
+
+
+def _lock_failure(wait: LockWait, earlier: Sequence[Migration]) -> "DdlLockTimeoutError":
+    verb = "rolling back" if wait.direction == "down" else "applying"
+    kept = "; it stays applied" if wait.direction == "down" else "; it is not recorded"
+    so_far = ""
+    if earlier:
+        so_far = f". Already {'rolled back' if wait.direction == 'down' else 'applied'} in this run: "
+        so_far += ", ".join(e.label for e in earlier)
+    who = f"pid {wait.pid}" if wait.pid is not None else "the session holding it"
+    return DdlLockTimeoutError(
+        f"{verb} {wait.migration.label} gave up: {str(wait).split(': ', 1)[1]}{kept}{so_far}",
+        migration=wait.migration,
+        applied=tuple(earlier),
+        line=None,
+        partial=None,
+        wait=wait,
+        fix=f"Let {who} finish its transaction (or end it: SELECT pg_terminate_backend(PID)) and run "
+        "again, or wait longer with ddl_lock_timeout=SECONDS or ddl_lock_retries=N (or the "
+        "header '-- pgfast: lock_timeout=30s')",
+    )
+
+
+class _LockWatch:
+    """Sees what a migration's connection waits for, from a second connection.
+
+    PostgreSQL's lock timeout error names no relation and no holder, and a connection that is
+    waiting cannot be asked; so once a migration has run for `_WATCH_AFTER` seconds a peer
+    connection (opened then, once per run) polls pg_locks for the lock it waits on. A migration
+    that finishes sooner costs one timer; a run that never waits never connects twice.
+    """
+
+    _WATCH_AFTER: Final = 0.05
+    _WATCH_POLL: Final = 0.05
+
+    def __init__(self, conn: "_Connection") -> None:
+        self.conn = conn
+        self.peer: Any = None
+        self.broken = False  # the peer could not connect: report what is known
+        self.seen: Mapping[str, Any] | None = None
+
+    async def execute(self, script: str) -> None:
+        import asyncio
+
+        self.seen = None
+        run = asyncio.ensure_future(self.conn.execute(script))
+        try:
+            await asyncio.wait({run}, timeout=self._WATCH_AFTER)
+            while not run.done():
+                self.seen = await self._look() or self.seen
+                await asyncio.wait({run}, timeout=self._WATCH_POLL)
+        except BaseException:
+            run.cancel()
+            with contextlib.suppress(BaseException):
+                await run
+            raise
+        await run
+
+    def lock_wait(self, step: _Step, attempt: int, attempts: int) -> LockWait:
+        import random
+
+        seen = self.seen or {}
+        first, longest = DDL_RETRY_BACKOFF
+        retry_in = min(longest, first * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return LockWait(
+            migration=step.migration,
+            direction=step.direction,
+            attempt=attempt,
+            attempts=attempts,
+            timeout=step.lock_timeout,
+            relation=seen.get("relation"),
+            mode=seen.get("mode"),
+            pid=seen.get("pid"),
+            application_name=seen.get("application_name"),
+            running=seen.get("running"),
+            retry_in=retry_in if attempt < attempts else None,
+        )
+
+    async def _look(self) -> Mapping[str, Any] | None:
+        import asyncpg
+
+        if self.broken:
+            return None
+        try:
+            if self.peer is None:
+                self.peer = await _peer_connection(self.conn)
+            row = await self.peer.fetchrow(_LOCK_WAIT_SQL, self.conn.get_server_pid())
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.broken = True
+            return None
+        return dict(row) if row else None
+
+    async def close(self) -> None:
+        if self.peer is not None:
+            with contextlib.suppress(Exception):
+                await self.peer.close(timeout=5)
+
+
+# The lock `$1` waits for and the oldest transaction among those holding it up.
+_LOCK_WAIT_SQL: Final = """
+SELECT CASE c.relkind WHEN 'i' THEN 'index ' WHEN 'I' THEN 'index ' WHEN 'S' THEN 'sequence '
+         WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' ELSE 'table ' END
+         || l.relation::regclass::text AS relation,
+       l.mode, a.pid, a.application_name,
+       extract(epoch FROM clock_timestamp() - coalesce(a.xact_start, a.backend_start))::float8 AS running
+FROM pg_locks AS l
+LEFT JOIN pg_class AS c ON c.oid = l.relation
+CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(pid)
+JOIN pg_stat_activity AS a ON a.pid = b.pid
+WHERE l.pid = $1 AND NOT l.granted
+ORDER BY a.xact_start NULLS LAST
+LIMIT 1"""
+
+
+async def _peer_connection(conn: "_Connection") -> "asyncpg.Connection[Any]":
+    """A second connection to `conn`'s database as `conn`'s user.
+
+    asyncpg has no public way to copy where a connection goes, so this reads its `_addr` and
+    `_params` (stable since asyncpg 0.18); used only while a migration is waiting for a lock.
+    """
+    import asyncpg
+
+    raw: Any = getattr(conn, "_con", None) or conn  # a pool's proxy wraps the connection
+    addr, params = raw._addr, raw._params
+    if isinstance(addr, str):  # a Unix socket, ".../.s.PGSQL.5432"
+        host, port = os.path.dirname(addr), int(addr.rsplit(".", 1)[1])
+    else:
+        host, port = addr[0], addr[1]
+    mode = params.sslmode.name
+    return await asyncpg.connect(
+        host=host,
+        port=port,
+        user=params.user,
+        password=params.password,
+        database=params.database,
+        ssl=mode if mode in ("disable", "allow", "prefer") else params.ssl,
+        timeout=5,
+        statement_cache_size=0,
+        server_settings={"application_name": "pgfast lock watch"},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -3958,6 +4423,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "module_path", help="directory to write into; '/migrations' is appended unless it ends so"
     )
     create.add_argument("name", help="migration name, of a-z, 0-9 and _ (e.g. add_users)")
+    create.add_argument(
+        "--no-depends",
+        action="store_true",
+        help="write no '-- depends_on:' (default: the current heads, the migrations nothing depends on)",
+    )
+    create.add_argument(
+        "--root",
+        metavar="DIR",
+        help="where to look for the existing migrations, as for 'up' (default: the project root)",
+    )
     create.set_defaults(handler=_cmd_create)
 
     timeouts = argparse.ArgumentParser(add_help=False)
@@ -3975,6 +4450,22 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait while another process migrates the same database "
         f"(default: {DEFAULT_LOCK_TIMEOUT:g})",
+    )
+    timeouts.add_argument(
+        "--ddl-lock-timeout",
+        type=_seconds_or_off,
+        default=DEFAULT_DDL_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a migration in a transaction waits for each table lock before it rolls back and "
+        "retries, so it never holds up the table's readers and writers longer; 0: wait forever "
+        f"(default: {DEFAULT_DDL_LOCK_TIMEOUT:g}; a file's '-- pgfast: lock_timeout=30s' wins)",
+    )
+    timeouts.add_argument(
+        "--ddl-lock-retries",
+        type=_count_or_zero,
+        default=DEFAULT_DDL_LOCK_RETRIES,
+        metavar="N",
+        help=f"attempts after the first when a lock wait runs out (default: {DEFAULT_DDL_LOCK_RETRIES})",
     )
 
     scope = argparse.ArgumentParser(add_help=False)
@@ -3994,6 +4485,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="apply up to VERSION and what it depends on (default: all pending)",
     )
     up.add_argument("--force", action="store_true", help="apply even if applied files changed or vanished")
+    up.add_argument(
+        "--locks",
+        action="store_true",
+        help="with --dry-run: run the plan on a scratch copy of the applied schema (test or embedded "
+        "server, never the target) and print the locks each migration takes and the tables it rewrites",
+    )
     up.add_argument(
         "--resume",
         action="store_true",
@@ -4144,6 +4641,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_off(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "off") else _seconds(text)
+
+
+def _count_or_zero(text: str) -> int:
+    return 0 if text == "0" else _count(text)
+
+
 def _version(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= _MAX_VERSION:
         raise argparse.ArgumentTypeError(
@@ -4170,9 +4675,32 @@ def _duration(text: str) -> float:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    up, down = create_migration(args.module_path, args.name)
+    heads: list[Migration] = []
+    if not args.no_depends:
+        heads = _heads(_migrations_if_any(args))
+    up, down = create_migration(args.module_path, args.name, depends_on=[m.version for m in heads])
     print(f"created {up}\ncreated {down}")
+    if heads:
+        print(f"depends_on: {', '.join(m.label for m in heads)} (the migrations nothing depends on yet)")
+    elif not args.no_depends:
+        print("depends_on: none (no other migration found)")
     return 0
+
+
+def _migrations_if_any(args: argparse.Namespace) -> list[Migration]:
+    """What `up` would find, where it would look (see `_discover_for_cli`); none found is no error."""
+    env_dirs, _ = _dirs_setting("migrations", None)
+    if env_dirs and args.root is None:
+        return discover_migrations(env_dirs)
+    root = Path(args.root) if args.root is not None else _project_root(Path.cwd())
+    dirs = _search_named_dirs(root, "migrations")[0] if root.is_dir() else []
+    return discover_migrations(dirs) if dirs else []
+
+
+def _heads(migrations: Sequence[Migration]) -> list[Migration]:
+    """The migrations no other one depends on, by version: what a new one should come after."""
+    needed = {v for m in migrations for v in m.depends_on}
+    return [m for m in order_migrations(migrations) if m.version not in needed]
 
 
 def _run_with_connection(fn: Callable[["_Connection"], Awaitable[_T]], url: str | None = None) -> _T:
@@ -4208,6 +4736,10 @@ def _progress(verb: str) -> Callable[[Migration, float], None]:
         print(f"{verb} {m.label} ({seconds * 1000:.0f} ms)", flush=True)
 
     return report
+
+
+def _print_lock_wait(wait: LockWait) -> None:
+    print(f"pgfast: {wait}", file=sys.stderr, flush=True)
 
 
 def _discover_for_cli(args: argparse.Namespace) -> list[Migration]:
@@ -4264,13 +4796,24 @@ def _some_migrations(migrations: list[Migration], where: str) -> list[Migration]
 def _cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
+    if args.locks and not args.dry_run:
+        raise ConfigError(
+            "--locks goes with --dry-run: 'pgfast schema up --dry-run --locks'", setting="locks"
+        )
     migrations = _discover_for_cli(args)
 
     async def run(conn: "_Connection") -> int:
         if args.dry_run:
             statuses = await migration_status(conn, migrations)
             plan = plan_up(migrations, statuses, target=args.target, force=args.force, resume=args.resume)
-            _print_plan(plan, down=False)
+            if not args.locks:
+                _print_plan(plan, down=False)
+                return 0
+            applied = [s.migration for s in statuses if s.apply_order is not None and s.migration]
+            reports = await _scratch_reports(applied, plan)
+            print(f"dry run: {len(plan)} migration(s) measured on a scratch copy of the applied schema:")
+            for report in reports:
+                print("\n".join(f"  {line}" for line in report.lines()))
             return 0
         started = time.perf_counter()
         try:
@@ -4282,7 +4825,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 statement_timeout=args.timeout,
                 lock_timeout=args.lock_timeout,
+                ddl_lock_timeout=args.ddl_lock_timeout,
+                ddl_lock_retries=args.ddl_lock_retries,
                 on_applied=_progress("applied"),
+                on_lock_wait=_print_lock_wait,
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
             return await _interrupted(conn, migrations)
@@ -4295,6 +4841,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 0
 
     return _run_with_connection(run)
+
+
+async def _scratch_reports(applied: Sequence[Migration], plan: Sequence[Migration]) -> list[LockReport]:
+    """report_locks on a clone holding `applied`, on the test server (TEST_DATABASE_URL), else
+    on an embedded one started for it: never on the target database."""
+    if not plan:
+        return []
+    with contextlib.ExitStack() as stack:
+        server = test_server_url() or stack.enter_context(EmbeddedPostgres())
+        databases = stack.enter_context(IsolatedDatabases(server, applied))
+        name = await databases.create()
+        conn = await _connect(databases.url(name), application_name="pgfast lock report")
+        try:
+            return await report_locks(conn, plan)
+        finally:
+            await conn.close()
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
@@ -4317,7 +4879,10 @@ def _cmd_down(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 statement_timeout=args.timeout,
                 lock_timeout=args.lock_timeout,
+                ddl_lock_timeout=args.ddl_lock_timeout,
+                ddl_lock_retries=args.ddl_lock_retries,
                 on_rolled_back=_progress("rolled back"),
+                on_lock_wait=_print_lock_wait,
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
             return await _interrupted(conn, migrations)

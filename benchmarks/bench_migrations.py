@@ -3,8 +3,9 @@
     python benchmarks/bench_migrations.py [--runs 5] [--migrations 200]
 
 Each run applies `CREATE TABLE t_i (id int primary key)` x 200 to a fresh empty database, then
-times a no-op `up`, `status` and `--help`. The baseline, in the same run, is a bare asyncpg
-script applying the same files with one commit each. Prints medians. Server: TEST_DATABASE_URL.
+times a no-op `up`, `status` and `--help`. The baselines, in the same run, are a bare asyncpg
+script applying the same files with one commit each, and `up --ddl-lock-timeout 0` (no lock
+timeout, so what the default one costs shows). Prints medians. Server: TEST_DATABASE_URL.
 """
 
 import argparse
@@ -54,15 +55,18 @@ def main() -> None:
     python = [sys.executable, "-m", "pgfast"]
     # A pip-installed module is byte-compiled; let this one be too, whatever the environment says.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
-    times: dict[str, list[float]] = {k: [] for k in ("bare", "up", "noop", "status", "help")}
+    times: dict[str, list[float]] = {k: [] for k in ("bare", "up", "up_off", "noop", "status", "help")}
     subprocess.run([*python, "--help"], env=env, cwd=project, check=True, capture_output=True)  # compile once
     with pgfast.IsolatedDatabases(URL, []) as databases:
         for _ in range(args.runs):
-            for kind in ("bare", "up"):
+            for kind in ("bare", "up", "up_off"):
                 name = asyncio.run(databases.create())
                 url = databases.url(name)
                 if kind == "bare":
                     times["bare"].append(timed([sys.executable, "-c", BARE, url, str(folder)], env, project))
+                elif kind == "up_off":
+                    off = ["schema", "up", "--ddl-lock-timeout", "0"]
+                    times["up_off"].append(timed([*python, *off], env | {"DATABASE_URL": url}, project))
                 else:
                     run_env = env | {"DATABASE_URL": url}
                     times["up"].append(timed([*python, "schema", "up"], run_env, project))
@@ -75,6 +79,7 @@ def main() -> None:
     labels = {
         "bare": "bare asyncpg loop (baseline)",
         "up": "pgfast schema up",
+        "up_off": "up --ddl-lock-timeout 0",
         "noop": "pgfast schema up (no-op)",
         "status": "pgfast schema status",
         "help": "pgfast --help",
@@ -84,9 +89,9 @@ def main() -> None:
             f"  {label:<30} {statistics.median(times[key]):6.3f} s   (runs: {', '.join(f'{t:.3f}' for t in times[key])})"
         )
     print(f"  {'python -c pass (interpreter)':<30} {base:6.3f} s")
-    print(
-        f"  pgfast up / bare loop: {statistics.median(times['up']) / statistics.median(times['bare']):.2f}x"
-    )
+    up = statistics.median(times["up"])
+    print(f"  pgfast up / bare loop: {up / statistics.median(times['bare']):.2f}x")
+    print(f"  pgfast up / up without lock timeout: {up / statistics.median(times['up_off']):.2f}x")
 
 
 if __name__ == "__main__":

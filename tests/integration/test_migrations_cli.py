@@ -348,8 +348,10 @@ def test_pgfast_08_ledger_is_recognised_and_upgraded(project: Path, blank_db: st
 def test_missing_or_unreachable_database_is_one_line_without_password(project: Path) -> None:
     line = error_line(pgfast_cli(project, None, "schema", "up"))
     assert (
-        line
-        == "pgfast: error: DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME"
+        line == "pgfast: error: no database configured: none of DATABASE_URL, POSTGRES_HOST, POSTGRES_PORT, "
+        "POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB is set; export "
+        "DATABASE_URL=postgresql://USER@HOST:5432/DBNAME (or POSTGRES_HOST, POSTGRES_USER, "
+        "POSTGRES_PASSWORD and POSTGRES_DB)"
     )
     started = time.monotonic()
     line = error_line(pgfast_cli(project, "postgresql://bob:s3cret@127.0.0.1:1/app", "schema", "status"))

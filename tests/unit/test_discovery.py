@@ -85,15 +85,19 @@ def test_misnamed_fixture_is_an_error_naming_the_expected_name(tmp_path: Path, n
     assert info.value.paths == (path,)
 
 
+PGFAST_WORDS = "'-- pgfast: no-transaction' or '-- pgfast: lock_timeout=30s'"
+
+
 @pytest.mark.parametrize(
     ("directive", "right"),
     [
-        ("-- depend_on: 1", "-- depends_on: VERSION, ..."),
-        ("-- depends on: 1", "-- depends_on: VERSION, ..."),
-        ("-- dependson: 1", "-- depends_on: VERSION, ..."),
-        ("-- pgfast: no_transaction", "-- pgfast: no-transaction"),
-        ("-- pgfast: notransaction", "-- pgfast: no-transaction"),
-        ("-- pgfast: fast", "-- pgfast: no-transaction"),
+        ("-- depend_on: 1", "'-- depends_on: VERSION, ...'"),
+        ("-- depends on: 1", "'-- depends_on: VERSION, ...'"),
+        ("-- dependson: 1", "'-- depends_on: VERSION, ...'"),
+        ("-- pgfast: no_transaction", PGFAST_WORDS),
+        ("-- pgfast: notransaction", PGFAST_WORDS),
+        ("-- pgfast: fast", PGFAST_WORDS),
+        ("-- pgfast: lock-timeout=1s", PGFAST_WORDS),
     ],
 )
 def test_directive_that_does_not_parse_names_file_line_and_spelling(
@@ -102,7 +106,7 @@ def test_directive_that_does_not_parse_names_file_line_and_spelling(
     write(tmp_path, "migrations/1_a_up.sql")
     path = write(tmp_path, "migrations/2_b_up.sql", f"-- add b\n{directive}\nSELECT 1;")
     error = discovery_error(tmp_path)
-    assert str(error) == f"{path}:2: cannot parse the directive {directive!r}; write {right!r}"
+    assert str(error) == f"{path}:2: cannot parse the directive {directive!r}; write {right}"
     assert (error.paths, error.line) == ((path,), 2)
 
 

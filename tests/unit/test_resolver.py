@@ -65,7 +65,8 @@ def test_from_env_needs_database_url_and_reads_only_it(monkeypatch: pytest.Monke
     monkeypatch.setenv("TEST_DATABASE_URL", TEST_URL)
     with pytest.raises(
         pgfast.ConfigError,
-        match=r"^DATABASE_URL is not set; export DATABASE_URL=postgresql://USER@HOST:5432/DBNAME$",
+        match=r"^no database configured: none of DATABASE_URL, POSTGRES_HOST, .* is set; export "
+        r"DATABASE_URL=postgresql://USER@HOST:5432/DBNAME \(or POSTGRES_HOST,",
     ):
         pgfast.DatabaseConfig.from_env()
     monkeypatch.setenv("DATABASE_URL", APP_URL)
