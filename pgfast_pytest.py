@@ -291,8 +291,10 @@ class _Loops:
         except Exception:
             self.stop_if_server_lost()
             raise
-        # One connection up front: most tests never need a second.
-        config = dataclasses.replace(self.config, url=self.databases.url(name), min_connections=1)
+        # One connection up front (create_pool's probe leaves it idle in the pool): most tests
+        # never need a second. No floor (min 0): asyncpg would restore it, logging a traceback
+        # each try, when the server goes away (a deleted embedded data directory).
+        config = dataclasses.replace(self.config, url=self.databases.url(name), min_connections=0)
         try:
             return name, await pgfast.create_pool(config)
         except BaseException:
@@ -511,7 +513,7 @@ def sync_app_client(
     from fastapi.testclient import TestClient
 
     name = asyncio.run(_pgfast_databases.create())
-    config = dataclasses.replace(_pgfast_loops.config, url=_pgfast_databases.url(name), min_connections=1)
+    config = dataclasses.replace(_pgfast_loops.config, url=_pgfast_databases.url(name), min_connections=0)
     pools: list[asyncpg.Pool] = []
 
     async def test_pool() -> asyncpg.Pool:
