@@ -806,6 +806,15 @@ def create_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        given = getattr(app.state, "pgfast_test_pool", None)  # pgfast's test clients set it
+        if given is not None:
+            pool = await given()  # made in this event loop, closed by whoever gave it
+            app.state.pgfast_pool = pool
+            try:  # where get_db_pool, mounted apps and the rest of the lifespan look for it
+                yield {"pgfast_pool": pool}
+            finally:
+                app.state.pgfast_pool = None
+            return
         if _request_dependencies()["get_db_pool"] in getattr(app, "dependency_overrides", {}):
             yield {}
             return
@@ -3885,12 +3894,13 @@ class EmbeddedPostgres:
                 (self.base / f"pgfast-pg-{self.run_id}.lock").unlink(missing_ok=True)
 
     @staticmethod
-    def stop_kept() -> list[Path]:
-        """Stop the embedded servers left running for inspection on this machine; return their
-        directories (removed with their data)."""
+    def stop_kept(root: str | Path | None = None) -> list[Path]:
+        """Stop the embedded server left running for inspection in `root` (default: every one
+        on this machine); return their directories (removed with their data)."""
         base = _tmpfs_dir()
         stopped = []
-        for marker in sorted(base.glob("pgfast-pg-*/kept")):
+        pattern = f"{Path(root).name}/kept" if root is not None else "pgfast-pg-*/kept"
+        for marker in sorted(base.glob(pattern)):
             root = marker.parent
             with _file_lock(base / f"{root.name}.lock"):
                 _stop_server(root)
@@ -4231,6 +4241,12 @@ def create_test_database(
     migrations = discover_migrations(config.migrations_dirs)
     found = discover_fixtures(migrations, config.fixtures_dirs) if fixtures else ()
     if name is not None:
+        if not 0 < len(name.encode()) <= 63:
+            raise ConfigError(
+                f"database name {name!r} is {len(name.encode())} bytes long",
+                setting="name",
+                fix="use 1 to 63 bytes, PostgreSQL's limit for names",
+            )
         asyncio.run(_refuse_taken_name(config.url, name))  # before anything is built
     with IsolatedDatabases(config.url, migrations, found) as databases:
         made = asyncio.run(databases.create(fixtures=fixtures, keep=True))
@@ -4326,9 +4342,9 @@ async def _drop_database(conn: Any, name: str) -> None:
             f"refusing to drop database {name!r}: pgfast did not create it; drop it yourself if you mean to",
             setting="name",
         )
-    if _TEMPLATE_DB.fullmatch(name):
-        with contextlib.suppress(Exception):
-            await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
+    # A template (a test database too, made with `test-db create --template`) cannot be dropped.
+    if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name):
+        await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
     await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 
@@ -4338,18 +4354,33 @@ async def _ensure_app_role(conn: "_Connection", role: str) -> None:
     import asyncpg
 
     row = await conn.fetchrow("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", role)
+    admin = await conn.fetchval("SELECT current_user")
     if row is None:
-        with contextlib.suppress(
-            asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError
-        ):  # a racing worker
-            await conn.execute(
-                f"CREATE ROLE {_quote_ident(role)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
-            )
+        try:  # (another xdist worker may be creating it at the same moment)
+            with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+                await conn.execute(
+                    f"CREATE ROLE {_quote_ident(role)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+                )
+        except asyncpg.InsufficientPrivilegeError:
+            raise ConfigError(
+                f"app role {role!r} does not exist on the test server, and {admin!r} (the test server "
+                "URL's user) may not create roles",
+                setting="app_role",
+                fix=f"create it (CREATE ROLE {_quote_ident(role)} LOGIN; GRANT {_quote_ident(role)} TO "
+                f"{_quote_ident(admin)}), or connect as a role with CREATEROLE",
+            ) from None
     elif row["rolsuper"] or row["rolbypassrls"]:
         raise ConfigError(
             f"app role {role!r} is a superuser or has BYPASSRLS on this server, so row-level security "
             "would not apply to it in tests; name an ordinary role (pgfast creates it if missing)",
             setting="app_role",
+        )
+    # Test connections act as the role with SET ROLE, which needs membership in it.
+    if not await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", role):
+        raise ConfigError(
+            f"{admin!r} (the test server URL's user) may not act as app role {role!r}",
+            setting="app_role",
+            fix=f"GRANT {_quote_ident(role)} TO {_quote_ident(admin)}, or connect as a superuser",
         )
 
 
@@ -4608,8 +4639,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tserver.add_argument(
         "--stop-kept",
-        action="store_true",
-        help="stop the servers kept running for databases of failed tests (--pgfast-keep-failed), and exit",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="stop the server kept running in DIR for databases of failed tests (--pgfast-keep-failed; "
+        "without DIR: every such server on this machine), and exit",
     )
     tserver.set_defaults(handler=_cmd_testdb_server)
     tlist = tcommands.add_parser("list", help="list pgfast's databases: name, kind, size, age, creator")
@@ -5081,8 +5115,8 @@ def _cmd_testdb_create(args: argparse.Namespace) -> int:
 def _cmd_testdb_server(args: argparse.Namespace) -> int:
     import signal
 
-    if args.stop_kept:
-        stopped = EmbeddedPostgres.stop_kept()
+    if args.stop_kept is not None:
+        stopped = EmbeddedPostgres.stop_kept(args.stop_kept or None)
         print(
             "\n".join(f"stopped the server in {root} and deleted its data" for root in stopped)
             or "no kept server"

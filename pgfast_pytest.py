@@ -120,9 +120,9 @@ def _pgfast_databases(
     )
     try:
         databases.start()
-    except pgfast.PgfastError:
+    except pgfast.PgfastError as exc:  # no test can have a database: say so once, not per test
         _stop_if_server_lost(request.session)
-        raise
+        _stop_run(request.session, f"pgfast: {exc}")
     try:
         yield databases
     finally:
@@ -406,16 +406,9 @@ async def db_pool_factory(
     finally:
         keep = request.config.getoption("pgfast_keep_failed", False) and _failed(request)
         kept = await factory._finish(keep=keep)
-        if kept:
-            embedded = request.config.stash.get(_SERVER, None) is not None
-            cleanup = (
-                "pgfast test-db server --stop-kept  # stops the server kept for them, and drops them"
-                if embedded
-                else f"TEST_DATABASE_URL='{pgfast.mask_url(_pgfast_loops.databases.admin_url)}' "
-                "pgfast test-db cleanup --all"
-            )
         for name in kept:
             url = pgfast.mask_url(_pgfast_loops.databases.url(name))
+            cleanup = _cleanup_hint(request.config, _pgfast_loops.databases)
             request.config.stash.setdefault(_KEPT, []).append([request.node.nodeid, url, cleanup])
 
 
@@ -481,14 +474,15 @@ def app() -> Any:
 @_async_fixture
 async def app_client(app: Any, isolated_db: asyncpg.Pool) -> AsyncIterator[Any]:
     """An `httpx.AsyncClient` for your `app`, on the test's database (`isolated_db`, as the app
-    role if one is set): every pgfast dependency gets that pool, the rest of the app's lifespan
-    runs, and pgfast's own lifespan opens no pool of its own."""
+    role if one is set): every pgfast dependency gets that pool (mounted apps too, and the app's
+    lifespan finds it as `app.state.pgfast_pool`), the rest of the app's lifespan runs, and
+    pgfast's own lifespan opens no pool of its own."""
     import httpx
 
     async def test_pool() -> asyncpg.Pool:
         return isolated_db
 
-    with _pool_override(app, test_pool):
+    with _given_pool(app, test_pool):
         async with app.router.lifespan_context(app) as state:
 
             async def with_state(scope: Any, receive: Any, send: Any) -> None:
@@ -504,42 +498,63 @@ async def app_client(app: Any, isolated_db: asyncpg.Pool) -> AsyncIterator[Any]:
 
 @pytest.fixture
 def sync_app_client(
+    request: pytest.FixtureRequest,
     app: Any,
     _pgfast_databases: pgfast.IsolatedDatabases,
     _pgfast_loops: _Loops,
 ) -> Iterator[Any]:
     """FastAPI's `TestClient` for your `app`, on a database of the test's own. The TestClient
-    runs the app in an event loop of its own thread; the pool is made in that loop."""
+    runs the app in an event loop of its own thread; the pool is made in that loop (when the
+    app's lifespan or a request first asks for it)."""
     from fastapi.testclient import TestClient
 
     name = asyncio.run(_pgfast_databases.create())
     config = dataclasses.replace(_pgfast_loops.config, url=_pgfast_databases.url(name), min_connections=0)
-    pools: list[asyncpg.Pool] = []
+    made: list[asyncpg.Pool] = []
 
     async def test_pool() -> asyncpg.Pool:
-        return pools[0]
+        if not made:
+            made.append(await pgfast.create_pool(config))
+        return made[0]
 
     try:
-        with _pool_override(app, test_pool), TestClient(app) as client:
-            portal = client.portal
-            assert portal is not None  # set while the client is entered
-            pools.append(portal.call(pgfast.create_pool, config))
+        with _given_pool(app, test_pool), TestClient(app) as client:
             try:
                 yield client
             finally:
-                portal.call(pgfast.close_pool, pools[0])
+                if made and client.portal is not None:
+                    client.portal.call(pgfast.close_pool, made[0])
     finally:
-        _pgfast_databases.release(name)
+        if request.config.getoption("pgfast_keep_failed", False) and _failed(request):
+            kept = pgfast.mask_url(_pgfast_databases.url(asyncio.run(_pgfast_databases.keep(name))))
+            request.config.stash.setdefault(_KEPT, []).append(
+                [request.node.nodeid, kept, _cleanup_hint(request.config, _pgfast_databases)]
+            )
+        else:
+            _pgfast_databases.release(name)
 
 
 @contextlib.contextmanager
-def _pool_override(app: Any, pool: Callable[[], Awaitable[asyncpg.Pool]]) -> Iterator[None]:
-    overrides = app.dependency_overrides
-    overrides[pgfast.get_db_pool] = pool
+def _given_pool(app: Any, pool: Callable[[], Awaitable[asyncpg.Pool]]) -> Iterator[None]:
+    """Give `app` the test's pool: pgfast's lifespan takes it (and opens none), and get_db_pool
+    is overridden for an app without pgfast's lifespan."""
+    if not (hasattr(app, "dependency_overrides") and hasattr(app, "router")):
+        what = "a function: return create_app(), not create_app" if callable(app) else type(app).__name__
+        pytest.fail(f"the 'app' fixture must return your FastAPI app; it returned {what}", pytrace=False)
+    app.dependency_overrides[pgfast.get_db_pool] = pool
+    app.state.pgfast_test_pool = pool
     try:
         yield
     finally:
-        overrides.pop(pgfast.get_db_pool, None)
+        app.dependency_overrides.pop(pgfast.get_db_pool, None)
+        app.state.pgfast_test_pool = None
+
+
+def _cleanup_hint(config: pytest.Config, databases: pgfast.IsolatedDatabases) -> str:
+    server = config.stash.get(_SERVER, None)
+    if server is not None:  # the embedded server, kept running for them
+        return f"pgfast test-db server --stop-kept {server.root}  # stops it and deletes its data"
+    return f"TEST_DATABASE_URL='{pgfast.mask_url(databases.admin_url)}' pgfast test-db cleanup --all"
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:

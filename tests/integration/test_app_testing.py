@@ -2,12 +2,14 @@
 tested), through an httpx AsyncClient or FastAPI's TestClient, on the test's own database."""
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import fetchval
 
 ROLE = "pgfast_test_app_user"
 
@@ -41,8 +43,10 @@ def create_app() -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        app.state.cache = "warm"  # the app's own start-up work still runs in tests
         async with database(app) as state:
+            # the app's own start-up work still runs in tests, database reads included
+            rows = await app.state.pgfast_pool.fetchval("SELECT count(*) FROM items")
+            app.state.cache = f"warm ({rows} rows visible)"
             yield state
 
     app = FastAPI(lifespan=lifespan)
@@ -63,6 +67,13 @@ def create_app() -> FastAPI:
     async def cache() -> str:
         return app.state.cache
 
+    reports = FastAPI()  # a mounted app: its lifespan never runs, it finds the pool all the same
+
+    @reports.get("/count")
+    async def count(pool=Depends(pgfast.get_db_pool)) -> int:
+        return await pool.fetchval("SELECT count(*) FROM items")
+
+    app.mount("/reports", reports)
     return app
 """
 
@@ -98,7 +109,8 @@ async def test_app_client_serves_the_tests_database_as_the_app_role(app_client, 
     added = await app_client.post("/items", params={{"name": "a3"}}, headers={{"x-tenant": "a"}})
     assert added.status_code == 201 and added.json() == {{"who": "{ROLE}"}}
     assert (await app_client.get("/items", headers={{"x-tenant": "a"}})).json() == ["a1", "a2", "a3"]
-    assert (await app_client.get("/cache")).json() == "warm"
+    assert (await app_client.get("/cache")).json() == "warm (0 rows visible)"
+    assert (await app_client.get("/reports/count")).json() == 0  # no tenant set: RLS shows none
 
 
 def test_sync_test_client_works_on_a_database_of_its_own(sync_app_client):
@@ -107,7 +119,8 @@ def test_sync_test_client_works_on_a_database_of_its_own(sync_app_client):
     assert added.json() == {{"who": "{ROLE}"}}
     assert sync_app_client.get("/items", headers={{"x-tenant": "x"}}).json() == ["x1"]
     assert sync_app_client.get("/items", headers={{"x-tenant": "a"}}).json() == []
-    assert sync_app_client.get("/cache").json() == "warm"
+    assert sync_app_client.get("/cache").json() == "warm (0 rows visible)"
+    assert sync_app_client.get("/reports/count").json() == 0
 '''
 
 
@@ -135,7 +148,7 @@ def _server(postgres_server: str) -> Iterator[None]:
     yield
 
 
-def run(project: Path, ini: str) -> subprocess.CompletedProcess[str]:
+def run(project: Path, ini: str, *args: str) -> subprocess.CompletedProcess[str]:
     (project / "pytest.ini").write_text(
         f"[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\npythonpath = .\n{ini}"
     )
@@ -143,7 +156,7 @@ def run(project: Path, ini: str) -> subprocess.CompletedProcess[str]:
     # The app's own URL points nowhere: pgfast's lifespan must not connect to it in tests.
     env |= {"TEST_DATABASE_URL": SERVER, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
         cwd=project,
         env=env,
         capture_output=True,
@@ -174,3 +187,41 @@ def test_app_client_without_an_app_fixture_says_what_to_define(tmp_path: Path) -
     result = run(tmp_path, "")
     assert result.returncode == 1
     assert "pgfast's app clients need your app: define a fixture named 'app'" in result.stdout
+
+
+def test_an_app_fixture_returning_the_factory_itself_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "test_it.py").write_text(
+        "import pytest\nfrom fastapi import FastAPI\n\n@pytest.fixture\ndef app():\n    return FastAPI\n\n"
+        "def test_it(sync_app_client):\n    pass\n"
+    )
+    result = run(tmp_path, "")
+    assert result.returncode == 1
+    assert (
+        "the 'app' fixture must return your FastAPI app; it returned a function: return create_app(), "
+        "not create_app" in result.stdout
+    )
+
+
+def test_a_role_that_bypasses_rls_stops_the_run_once(project: Path) -> None:
+    # (adversarial review: the refusal was a traceback per test)
+    result = run(project, "pgfast_app_role = postgres\n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert output.count("app role 'postgres' is a superuser or has BYPASSRLS on this server") == 1, output
+    assert "Traceback" not in output
+
+
+def test_a_failed_sync_client_test_keeps_its_database(project: Path) -> None:
+    (project / "tests" / "test_service.py").write_text(
+        "def test_fails(sync_app_client):\n"
+        "    sync_app_client.post('/items', params={'name': 'evidence'}, headers={'x-tenant': 'k'})\n"
+        "    assert False\n"
+    )
+    result = run(project, f"pgfast_app_role = {ROLE}\n", "--pgfast-keep-failed")
+    assert result.returncode == 1
+    assert "tests/test_service.py::test_fails:\n    psql '" in result.stdout, result.stdout
+    kept = result.stdout.split("tests/test_service.py::test_fails:\n    psql '", 1)[1].split("'", 1)[0]
+    name = re.search(r"/(pgfast_test_\w+)", kept)[1]  # type: ignore[index]
+    assert fetchval(SERVER, "SELECT count(*) FROM pg_database WHERE datname = $1", name) == 1
+    fetchval(SERVER, f'DROP DATABASE "{name}" WITH (FORCE)')

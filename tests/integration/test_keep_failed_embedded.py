@@ -47,10 +47,10 @@ def test_kept_databases_on_the_embedded_server_can_be_opened_after_pytest_exits(
     assert "pgfast: databases kept for failed tests" in result.stdout
     commands = re.findall(r"test_it\.py::test_fails\[(\w+)\]:\n    psql '([^']+)'", result.stdout)
     assert sorted(who for who, _url in commands) == ["ada", "grace"], result.stdout
-    assert "clean up when done: pgfast test-db server --stop-kept" in result.stdout
     socket_dir = re.search(r"host=([^&']+)", commands[0][1])
     assert socket_dir
     root = Path(socket_dir[1])
+    assert f"clean up when done: pgfast test-db server --stop-kept {root}  # stops it" in result.stdout
     try:
         for who, url in commands:  # after pytest has exited
             seen = subprocess.run(
@@ -63,7 +63,10 @@ def test_kept_databases_on_the_embedded_server_can_be_opened_after_pytest_exits(
             assert (seen.returncode, seen.stdout.strip()) == (0, who), seen.stderr
     finally:
         stopped = subprocess.run(
-            ["pgfast", "test-db", "server", "--stop-kept"], env=user_env(), capture_output=True, text=True
+            ["pgfast", "test-db", "server", "--stop-kept", str(root)],
+            env=user_env(),
+            capture_output=True,
+            text=True,
         )
     assert stopped.returncode == 0, stopped.stderr
     assert f"stopped the server in {root} and deleted its data" in stopped.stdout

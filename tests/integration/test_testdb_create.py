@@ -46,3 +46,24 @@ def test_create_with_a_name_and_as_a_template_then_a_taken_name_is_one_line(
     assert cleaned.returncode == 0, cleaned.stderr
     names = fetchval(own_server, "SELECT array_agg(datname ORDER BY datname) FROM pg_database")
     assert {"scratch_work", "my_template"} <= set(names)
+
+
+def test_a_pgfast_named_template_is_dropped_by_cleanup_and_a_long_name_is_one_line(
+    tmp_path: Path, own_server: str
+) -> None:
+    # (adversarial review: cleanup crashed with a traceback on "cannot drop a template database",
+    # and a 64-byte name was asyncpg's NameTooLongError traceback)
+    write(tmp_path, "migrations/1_users_up.sql", "CREATE TABLE users (id int);")
+    env = {"TEST_DATABASE_URL": own_server}
+    made = pgfast_cli(tmp_path, None, "test-db", "create", "--template", env=env)
+    assert made.returncode == 0, made.stderr
+    name = made.stdout.split()[1]
+    cleaned = pgfast_cli(tmp_path, None, "test-db", "cleanup", "--all", env=env)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert fetchval(own_server, "SELECT count(*) FROM pg_database WHERE datname = $1", name) == 0
+    long = pgfast_cli(tmp_path, None, "test-db", "create", "--name", "x" * 64, env=env)
+    assert (long.returncode, long.stderr) == (
+        1,
+        f"pgfast: error: database name {'x' * 64!r} is 64 bytes long; use 1 to 63 bytes, PostgreSQL's "
+        "limit for names\n",
+    )
