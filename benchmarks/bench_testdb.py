@@ -15,6 +15,10 @@ prints the whole-run wall time and the per-test set-up wait and teardown (median
   own set-up and teardown (no pre-warming);
 - pgfast 0.8's isolated_db on the durable server, from its wheel: --pgfast08 names one, else it
   is fetched with pip (0.8 declares Python >= 3.14 but runs on 3.11); --no-pgfast08 skips it;
+- pytest-postgresql 10 (its postgresql_proc + postgresql fixtures, the schema loaded once into
+  its template with load=, data on the same tmpfs with the same settings off), installed by pip
+  into a folder of its own; --no-pytest-postgresql skips it;
+- the floor: the same tests with no database, pytest and pytest-asyncio alone;
 - isolated_db with tests that each do 20 ms of work, with 1 and 200 tables, and a 1,000-test run.
 
 "shared loop" runs the tests on one event loop (pytest-asyncio's asyncio_default_fixture_loop_scope
@@ -28,6 +32,7 @@ The durable server is --durable-url (default: the local postgres on 127.0.0.1:54
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,14 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DURABLE = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-TIMING = """
-import asyncio, json, os, time
+HOOKS = """
+import json, os, time
 
-import asyncpg
 import pytest
-import pytest_asyncio
-
-import pgfast
 
 OUT = os.environ["BENCH_OUT"]
 
@@ -71,6 +72,40 @@ def pytest_runtest_teardown(item, nextitem):
         return (yield)
     finally:
         _record("teardown", time.perf_counter() - started)
+"""
+TIMING = (
+    """
+import asyncio
+
+import asyncpg
+import pytest_asyncio
+
+import pgfast
+"""
+    + HOOKS
+)
+
+# pytest-postgresql 10 as its documentation recommends for speed: the schema loaded once into
+# the template its process fixture makes (load=), each test's `postgresql` a clone of it. Same
+# tmpfs and the same three durability settings off as pgfast's embedded server.
+PPG_CONFTEST = """
+from pathlib import Path
+
+from pytest_postgresql import factories
+
+postgresql_proc = factories.postgresql_proc(
+    executable=os.environ["BENCH_PG_CTL"],
+    load=[Path(__file__).parent / "schema.sql"],
+    postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+)
+postgresql = factories.postgresql("postgresql_proc")
+"""
+
+# PostgreSQL refuses to run as root and pytest-postgresql runs pg_ctl as the user running pytest:
+# as root, the benchmark hands it this wrapper (pgfast's embedded server does the same inside).
+PG_CTL_AS_POSTGRES = """#!/bin/sh
+find "$BENCH_PPG_BASETEMP" -maxdepth 1 -user root -exec chown postgres: {} +
+exec runuser -u postgres -- "$BENCH_PG_BIN/pg_ctl" "$@"
 """
 
 BASELINES = '''
@@ -184,7 +219,8 @@ def run(
     loop: str | None = "function",  # None: keep the project's pytest.ini
 ) -> dict[str, float]:
     query = {
-        "db_transaction": "await db_transaction.fetchval('SELECT count(*) FROM t1')",
+        "request": "pass",  # no database: the floor
+        "postgresql": "postgresql.execute('SELECT count(*) FROM t1').fetchone()",
     }.get(fixture, f"await {fixture}.fetchval('SELECT count(*) FROM t1')")
     (folder / "test_gen.py").write_text(
         TEST.format(tests=tests, fixture=fixture, work_ms=work_ms, query=query)
@@ -239,6 +275,47 @@ def fetch_pgfast08(folder: Path) -> str | None:
     return str(wheels[0])
 
 
+def fetch_pytest_postgresql(folder: Path) -> str | None:
+    """pytest-postgresql 10 and what it needs besides pytest, in a folder of their own (not on
+    the path of the other runs), or None (said) when pip cannot fetch them."""
+    target = folder / "pytest-postgresql"
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+    command += ["pytest-postgresql==10.0.0", "mirakuru", "port-for", "psycopg", "psycopg-binary", "psutil"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"(pytest-postgresql not compared: pip could not install it: {result.stderr.strip()[-300:]})")
+        return None
+    return str(target)
+
+
+def ppg_project(base: Path, migrations: int, site: str) -> tuple[Path, dict[str, str], tuple[str, ...]]:
+    """The same project for pytest-postgresql: its migrations as one schema file, and the
+    environment and arguments its run needs (pg_ctl of the binaries pgfast's server uses)."""
+    sys.path.insert(0, str(ROOT))
+    import pgfast
+
+    folder = base / "ppg"
+    make_project(folder, migrations)
+    (folder / "schema.sql").write_text(
+        "".join(m.sql for m in pgfast.order_migrations(pgfast.discover_migrations([folder / "migrations"])))
+    )
+    (folder / "conftest.py").write_text(HOOKS + PPG_CONFTEST)
+    bindir = pgfast.EmbeddedPostgres().bindir
+    basetemp = Path(tempfile.mkdtemp(prefix="pgfast-bench-ppg-", dir=pgfast.EmbeddedPostgres().base))
+    env = {
+        "PYTHONPATH": os.pathsep.join([site, str(ROOT)]),
+        "BENCH_PG_CTL": str(bindir / "pg_ctl"),
+        "BENCH_PG_BIN": str(bindir),
+        "BENCH_PPG_BASETEMP": str(basetemp),
+    }
+    if os.geteuid() == 0:
+        wrapper = folder / "pg_ctl"
+        wrapper.write_text(PG_CTL_AS_POSTGRES)
+        wrapper.chmod(0o755)
+        env["BENCH_PG_CTL"] = str(wrapper)
+    return folder, env, ("-p", "no:pgfast_pytest", f"--basetemp={basetemp}")
+
+
 def drop_templates(url: str, project: Path) -> None:
     """The durable server keeps a project's templates for its next run; this one has none."""
     import asyncio
@@ -269,6 +346,9 @@ def main() -> None:
         "--pgfast08", help="path to pgfast-0.8.0-py3-none-any.whl (default: fetched with pip)"
     )
     parser.add_argument("--no-pgfast08", action="store_true", help="skip the pgfast 0.8 comparison")
+    parser.add_argument(
+        "--no-pytest-postgresql", action="store_true", help="skip the pytest-postgresql 10 comparison"
+    )
     parser.add_argument("--quick", action="store_true", help="skip the scaling and 1,000-test runs")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pgfast-bench-testdb-"))
@@ -284,7 +364,13 @@ def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
     n = args.tests
     results: dict[str, dict[str, float]] = {}
     wheel = None if args.no_pgfast08 else (args.pgfast08 or fetch_pgfast08(base))
+    ppg_site = None if args.no_pytest_postgresql else fetch_pytest_postgresql(base)
     print(f"{n} tests, {args.migrations} migrations (a table and an index each); times in ms unless said")
+    sys.path.insert(0, str(ROOT))
+    import pgfast
+
+    server = pgfast.EmbeddedPostgres()
+    print(f"embedded server: PostgreSQL {server.version()} from {server.bindir} ({server.bin_source})")
     for workers in (0, 2):
         mode = "sequential" if not workers else f"-n {workers}"
         print(f"\n{mode}:")
@@ -309,6 +395,22 @@ def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
             r = run(project, fixture, n, workers=workers, work_ms=work, url=url, loop=loop)
             results[f"{mode}/{label}"] = r
             print(line(label, r), flush=True)
+        if not workers:
+            # The floor: pytest and pytest-asyncio alone, the same tests without a database.
+            floor = base / "floor"
+            floor.mkdir(exist_ok=True)
+            (floor / "conftest.py").write_text(HOOKS)
+            r = run(floor, "request", n, args=("-p", "no:pgfast_pytest"))
+            results["floor"] = r
+            print(line("no database (pytest alone: the floor)", r), flush=True)
+        if ppg_site and not workers:
+            folder, env, extra = ppg_project(base, args.migrations, ppg_site)
+            try:
+                r = run(folder, "postgresql", n, env_extra=env, args=extra)
+            finally:
+                shutil.rmtree(env["BENCH_PPG_BASETEMP"], ignore_errors=True)
+            results["pytest-postgresql"] = r
+            print(line("pytest-postgresql 10, template (load=), tmpfs", r), flush=True)
         if wheel and not workers:
             extracted = base / "pgfast08"
             subprocess.run([sys.executable, "-m", "zipfile", "-e", wheel, str(extracted)], check=True)
@@ -353,6 +455,14 @@ def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
         f"  durable isolated_db vs clone-per-test (durable):     {results[f'{seq}/baseline clone-per-test, durable']['per_test'] / dur['per_test']:.1f}x faster"
         f" (alternating rounds, medians: {statistics.median(alternating['clone']) / statistics.median(alternating['isolated_db']):.1f}x)"
     )
+    floor = results["floor"]["wall"]
+    print(
+        f"  embedded isolated_db whole run vs the floor:          {emb['wall'] / floor:.1f}x the floor's {floor:.2f} s"
+    )
+    if "pytest-postgresql" in results:
+        print(
+            f"  embedded isolated_db vs pytest-postgresql 10:        {results['pytest-postgresql']['wall'] / emb['wall']:.1f}x faster"
+        )
     if "pgfast 0.8" in results:
         print(
             f"  embedded isolated_db vs pgfast 0.8 (durable):        {results['pgfast 0.8']['per_test'] / emb['per_test']:.1f}x faster"
