@@ -58,7 +58,7 @@ def main() -> None:
             (folder / "migrations" / f"{i:04d}_t{i}_down.sql").write_text(f"DROP TABLE t{i};\n")
         (folder / ".git").mkdir()
         migrations = pgfast.discover_migrations([folder / "migrations"])
-        pg_dump = pgfast._find_pg_dump(15, pgfast._find_pg_bindir())
+        pg_dump = pgfast._find_pg_dump(15, pgfast._find_pg_bindir()[0])
 
         async def migrated() -> str:
             async with pgfast._scratch_database((server, None)) as (url, _):
