@@ -3,7 +3,6 @@ server stays up for them), the summary gives the exact psql command per failed t
 command stops the kept server, leaving nothing behind."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -30,9 +29,9 @@ async def test_passes(isolated_db):
 
 
 def psql() -> str:
-    found = shutil.which("psql") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))), None)
-    assert found, "psql is needed"
-    return str(found)
+    """The psql of the binaries the embedded server uses (the system's, or the wheel's where the
+    system has no PostgreSQL: then /usr/bin/psql may be Debian's wrapper with nothing behind it)."""
+    return str(pgfast.EmbeddedPostgres().bindir / "psql")
 
 
 @pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["one-process", "xdist"])
