@@ -2930,7 +2930,7 @@ def _load_migrate(path: Path, source: str) -> Callable[[Any], Awaitable[None]]:
         error = str(exc).replace("\n", " ")
         raise MigrationFileError(
             f"{path}{f':{line}' if line else ''}: loading it failed: {type(exc).__name__}: {error}; "
-            "fix the file (nothing ran)",
+            "fix the file (it did not run)",
             [path],
             line=line,
         ) from exc
