@@ -2466,12 +2466,17 @@ async def report_locks(conn: "_Connection", migrations: Sequence[Migration]) -> 
 
     reports = []
     for m in migrations:
+        python = _is_python(m.up_path)
         try:
             reports.append(await _measure(conn, m))
-        except asyncpg.PostgresError as exc:
+        except MigrationFileError:
+            raise
+        except Exception as exc:  # a Python migration's any exception; else the database's
+            if not python and not isinstance(exc, asyncpg.PostgresError):
+                raise
             if conn.is_in_transaction():
                 await conn.execute("ROLLBACK")
-            line = _error_line(m.sql, -len("BEGIN;\n"), exc)
+            line = _traceback_line(exc, m.up_path) if python else _error_line(m.sql, -len("BEGIN;\n"), exc)
             raise MigrationFailedError(
                 f"measuring {m.label} on a scratch database failed at "
                 f"{m.up_path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}",
@@ -2486,18 +2491,26 @@ async def report_locks(conn: "_Connection", migrations: Sequence[Migration]) -> 
 
 async def _measure(conn: "_Connection", m: Migration) -> LockReport:
     before = {r["oid"]: r for r in await conn.fetch(_RELATIONS_SQL)}
+    migrate = _load_migrate(m.up_path, m.sql) if _is_python(m.up_path) else None
     if m.no_transaction:
-        for _, statement in split_statements(m.sql):
+        if migrate is not None:
+            await migrate(conn)
+        for _, statement in [] if migrate else split_statements(m.sql):
             await conn.execute(statement)
         return LockReport(m, {}, (), measured=False)
-    body = m.sql if split_statements(m.sql) else ""  # asyncpg fails on comment-only strings
-    await conn.execute(f"BEGIN;\n{body}")
-    held = await conn.fetch(
+    held_sql = (
         "SELECT relation::bigint AS oid, mode FROM pg_locks "
         "WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted"
     )
-    now = await conn.fetch(_RELATIONS_SQL)
-    await conn.execute("COMMIT")
+    if migrate is not None:
+        async with conn.transaction():  # so that migrate()'s own transaction() nests as a savepoint
+            await migrate(conn)
+            held, now = await conn.fetch(held_sql), await conn.fetch(_RELATIONS_SQL)
+    else:
+        body = m.sql if split_statements(m.sql) else ""  # asyncpg fails on comment-only strings
+        await conn.execute(f"BEGIN;\n{body}")
+        held, now = await conn.fetch(held_sql), await conn.fetch(_RELATIONS_SQL)
+        await conn.execute("COMMIT")
     locks: dict[str, str] = {}
     for row in held:
         if row["oid"] in before and row["mode"] in _LOCK_WORDS:

@@ -254,3 +254,22 @@ def test_a_file_that_fails_to_load_is_one_line_and_nothing_runs(
     assert result.returncode == 1
     assert error_line(result) == "pgfast: error: " + message.format(path=path)
     assert [v for v, _ in ledger(blank_db)] == [1]
+
+
+def test_lock_report_measures_a_python_migration(tmp_path: Path, blank_db: str) -> None:
+    fetch(blank_db, "CREATE TABLE t (id int, n int)")
+    write(
+        tmp_path,
+        "migrations/1_widen_up.py",
+        "async def migrate(conn):\n    await conn.execute('ALTER TABLE t ALTER COLUMN n TYPE bigint')\n",
+    )
+    migrations = pgfast.discover_migrations([tmp_path / "migrations"])
+    (report,) = run(blank_db, lambda c: pgfast.report_locks(c, migrations))  # type: ignore[misc]
+    assert (report.locks, report.rewritten) == ({"table t": "AccessExclusiveLock"}, ("table t",))
+    bad = write(tmp_path, "migrations/2_bad_up.py", "async def migrate(conn):\n    raise KeyError('x')\n")
+    migrations = pgfast.discover_migrations([tmp_path / "migrations"])
+    with pytest.raises(
+        pgfast.MigrationFailedError,
+        match=f"^measuring 2_bad on a scratch database failed at {bad}:2: KeyError: 'x'",
+    ):
+        run(blank_db, lambda c: pgfast.report_locks(c, migrations[1:]))
