@@ -13,10 +13,11 @@ be installed with pip or copied into a project as it is.
     async def users(conn=Depends(pgfast.get_db_connection)):
         return [dict(r) for r in await conn.fetch("SELECT id, name FROM users")]
 
-Migrations are `{version}_{name}_up.sql` / `_down.sql` files in any directory named
-`migrations`; run them with `pgfast schema up` (or `python pgfast.py schema up`). Tests get a
-migrated database each from the `pgfast_pytest` plugin (`isolated_db`, `db_pool_factory`,
-`fixture_loader`, `db_with_fixtures`, `db_transaction`). `pgfast --help` lists every command.
+Migrations are `{version}_{name}_up.sql` / `_down.sql` files (or `.py` ones defining
+`async def migrate(conn)`) in any directory named `migrations`; run them with `pgfast schema
+up` (or `python pgfast.py schema up`). Tests get a migrated database each from the
+`pgfast_pytest` plugin (`isolated_db`, `db_pool_factory`, `fixture_loader`, `db_with_fixtures`,
+`db_transaction`). `pgfast --help` lists every command.
 The project's README.md documents every feature; a vendored copy carries this summary.
 Errors derive from `PgfastError` (one section below, and a table in the README); their
 messages use this API's words, and `main()` says them as the command's flags.
@@ -164,7 +165,9 @@ DEFAULT_URL_FOR_TESTS: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 OUTAGE_WARNING_SECONDS: Final = 60.0
 _SERVER_USER: Final = "postgres"  # the OS user an embedded server started by root runs as
 
-_MIGRATION_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_(?P<kind>up|down)\.sql")
+_MIGRATION_FILE: Final = re.compile(
+    r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_(?P<kind>up|down)\.(?P<ext>sql|py)"
+)
 _FIXTURE_FILE: Final = re.compile(r"(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)_fixture\.sql")
 _MIGRATION_NAME: Final = re.compile(r"[a-z0-9_]+")
 _DEPENDS_ON: Final = re.compile(r"--\s*depends_on\s*:(?P<versions>.*)", re.IGNORECASE)
@@ -1453,7 +1456,10 @@ async def _warn_if_rls_bypassed(conn: "_Connection") -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Migration:
-    """One `{version}_{name}_up.sql` file, its optional down file and its header."""
+    """One `{version}_{name}_up.sql` (or `_up.py`) file, its optional down file and its header.
+
+    `sql` is the up file's text: SQL, or for a `.py` file its Python source.
+    """
 
     version: int
     name: str
@@ -1478,7 +1484,7 @@ class Migration:
             raise MigrationFileError(
                 f"migration {self.label} has no down file",
                 [self.up_path],
-                fix=f"write {self.up_path.name.replace('_up.sql', '_down.sql')} next to it",
+                fix=f"write {_down_name(self.up_path)} next to it",
             )
         return _read_sql(self.down_path)
 
@@ -1578,10 +1584,10 @@ def discover_migrations(
     migrations = []
     for version, path in sorted(ups.items()):
         down = downs.pop(version, None)
-        if down is not None and down.name != path.name.replace("_up.sql", "_down.sql"):
+        if down is not None and down.stem != _down_name(path).rsplit(".", 1)[0]:
             raise MigrationFileError(
                 f"{down}: the down file's name does not match its up file {path.name}; rename it "
-                f"to {path.name.replace('_up.sql', '_down.sql')}",
+                f"to {_down_name(path, down.suffix)}",
                 [down, path],
             )
         migrations.append(_parse_migration(version, path, down))
@@ -1590,7 +1596,7 @@ def discover_migrations(
         raise MigrationFileError(
             "down file(s) without an up file: "
             + ", ".join(map(str, orphans))
-            + "; add the matching _up.sql or delete them",
+            + "; add the matching _up.sql (or _up.py) or delete them",
             orphans,
         )
     return migrations
@@ -1603,14 +1609,15 @@ def _misnamed(path: Path, kind: str, suffixes: tuple[str, ...]) -> MigrationFile
     version, name = (
         (guess["version"], re.sub(r"[^a-z0-9_]+", "_", guess["name"]).strip("_")) if guess else ("", "")
     )
-    if guess and guess["ext"] == "py" and guess["suffix"] in suffixes:
+    if guess and guess["ext"] == "py" and guess["suffix"] in suffixes and kind == "fixture":
         sql_name = f"{version}_{name}_{guess['suffix']}.sql"
         return MigrationFileError(
             f"{path}: Python {kind}s are not supported yet; write it as SQL in {sql_name}", [path]
         )
-    if guess and guess["ext"] == "sql" and int(version) > 0 and name:
+    # A .py file without _up/_down is left to the other-tool hint below (Django's 0001_initial.py).
+    if guess and (guess["ext"] == "sql" or guess["suffix"] in suffixes) and int(version) > 0 and name:
         suffix = guess["suffix"] if guess["suffix"] in suffixes else suffixes[0]
-        expected = f"{version}_{name}_{suffix}.sql"
+        expected = f"{version}_{name}_{suffix}.{guess['ext']}"
         fix = f"rename it to {expected}"
         if not guess["suffix"] and suffixes[0] == "up":  # dbmate keeps both directions in one file
             fix += f" (a dbmate file: move its '-- migrate:down' section into {version}_{name}_down.sql)"
@@ -1638,12 +1645,21 @@ def _file_version(path: Path, match: re.Match[str], kind: str) -> int:
     return version
 
 
+def _down_name(up: Path, suffix: str = "") -> str:
+    """The down file's name for up file `up` (with `suffix`, else the up file's)."""
+    return re.sub(r"_up\.[a-z]+$", "_down" + (suffix or up.suffix), up.name)
+
+
+def _is_python(path: Path) -> bool:
+    return path.suffix == ".py"
+
+
 def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
     sql = _read_sql(up)
-    depends_on, no_transaction, lock_timeout = _parse_header(up, sql)
+    depends_on, no_transaction, lock_timeout = _parse_file(up, sql)
     down_no_transaction, down_lock_timeout = False, None
     if down is not None:
-        down_depends_on, down_no_transaction, down_lock_timeout = _parse_header(down, _read_sql(down))
+        down_depends_on, down_no_transaction, down_lock_timeout = _parse_file(down, _read_sql(down))
         if down_depends_on:
             raise MigrationFileError(
                 f"{down}: depends_on belongs in the up file's header; move it to {up.name}", [down, up]
@@ -1664,9 +1680,42 @@ def _parse_migration(version: int, up: Path, down: Path | None) -> Migration:
     )
 
 
-def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | None]:
+def _parse_file(path: Path, text: str) -> tuple[tuple[int, ...], bool, float | None]:
+    """`_parse_header` of a migration file; a `.py` one is also checked, without running it,
+    to parse and to define `async def migrate(conn)` at its top level."""
+    if not _is_python(path):
+        return _parse_header(path, text)
+    import ast
+
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise MigrationFileError(
+            f"{path}:{exc.lineno}: SyntaxError: {exc.msg}; fix the Python", [path], line=exc.lineno
+        ) from exc
+    found = [
+        n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "migrate"
+    ]
+    if not found:
+        raise MigrationFileError(
+            f"{path}: a Python migration must define 'async def migrate(conn)' at its top level, "
+            "and this file does not",
+            [path],
+        )
+    if not isinstance(found[-1], ast.AsyncFunctionDef):
+        raise MigrationFileError(
+            f"{path}:{found[-1].lineno}: migrate is not async; write 'async def migrate(conn)' "
+            "(pgfast awaits it on the migration's asyncpg connection)",
+            [path],
+            line=found[-1].lineno,
+        )
+    return _parse_header(path, text, comment="#")
+
+
+def _parse_header(path: Path, sql: str, comment: str = "--") -> tuple[tuple[int, ...], bool, float | None]:
     """`-- depends_on:` versions, `-- pgfast: no-transaction` and `-- pgfast: lock_timeout=`
-    (seconds, 0 for off, None when absent) from the leading comments.
+    (seconds, 0 for off, None when absent) from the leading comments (`comment` starts them:
+    `#` in a Python migration).
 
     A comment that looks like a directive but does not parse, or a directive after the first
     statement, is an error: silently ignoring it would apply a migration in the wrong order or
@@ -1677,26 +1726,28 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | 
     lock_timeout: float | None = None
     lock_line = 0
     in_header = True
-    for number, line in enumerate(sql.splitlines(), 1):
-        line = line.strip()
-        if not line:
+    c = comment
+    for number, shown in enumerate(sql.splitlines(), 1):
+        shown = shown.strip()
+        if not shown:
             continue
-        if not line.startswith("--"):
-            in_header = False  # the header is the leading block of -- comments
-            if _DIRECTIVE_LIKE.search(line) and "/*" in line:
+        if not shown.startswith(c):
+            in_header = False  # the header is the leading block of comments
+            if c == "--" and _DIRECTIVE_LIKE.search(shown) and "/*" in shown:
                 raise MigrationFileError(
-                    f"{path}:{number}: {line!r} is a block comment, where pgfast reads no directive; "
+                    f"{path}:{number}: {shown!r} is a block comment, where pgfast reads no directive; "
                     "write it as a -- comment in the header at the top of the file",
                     [path],
                     line=number,
                 )
             continue
+        line = "--" + shown[len(c) :]  # a `#` comment is matched as the SQL form
         if not _DIRECTIVE_LIKE.match(line):
             continue
         where = f"{path}:{number}"
         if not in_header:
             raise MigrationFileError(
-                f"{where}: {line!r} comes after the first statement, where pgfast does not read it; "
+                f"{where}: {shown!r} comes after the first statement, where pgfast does not read it; "
                 "move it into the header at the top of the file",
                 [path],
                 line=number,
@@ -1705,7 +1756,7 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | 
             if not match["versions"].strip():
                 raise MigrationFileError(
                     f"{where}: depends_on lists no version; name the versions this migration needs "
-                    "('-- depends_on: 20250101000000') or delete the line",
+                    f"('{c} depends_on: 20250101000000') or delete the line",
                     [path],
                     line=number,
                 )
@@ -1715,7 +1766,7 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | 
                 if not item.isdigit():
                     raise MigrationFileError(
                         f"{where}: depends_on lists {item!r}, which is not a version number; "
-                        "write e.g. '-- depends_on: 20250101000000, 20250102000000'",
+                        f"write e.g. '{c} depends_on: 20250101000000, 20250102000000'",
                         [path],
                         line=number,
                     )
@@ -1727,7 +1778,7 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | 
             if not value:
                 raise MigrationFileError(
                     f"{where}: lock_timeout={match['value']!r} is not a duration; write e.g. "
-                    "'-- pgfast: lock_timeout=30s' (or 500ms, 2min; 0 or off for no limit)",
+                    f"'{c} pgfast: lock_timeout=30s' (or 500ms, 2min; 0 or off for no limit)",
                     [path],
                     line=number,
                 )
@@ -1736,12 +1787,12 @@ def _parse_header(path: Path, sql: str) -> tuple[tuple[int, ...], bool, float | 
             lock_line = number
         else:
             right = (
-                "'-- depends_on: VERSION, ...'"
+                f"'{c} depends_on: VERSION, ...'"
                 if "depend" in line.lower()
-                else "'-- pgfast: no-transaction' or '-- pgfast: lock_timeout=30s'"
+                else f"'{c} pgfast: no-transaction' or '{c} pgfast: lock_timeout=30s'"
             )
             raise MigrationFileError(
-                f"{where}: cannot parse the directive {line!r}; write {right}", [path], line=number
+                f"{where}: cannot parse the directive {shown!r}; write {right}", [path], line=number
             )
     if no_transaction and lock_timeout is not None:
         # Its statements run one by one in the session; a timeout there could fail CREATE INDEX
@@ -2030,11 +2081,13 @@ def create_migration(
     *,
     depends_on: Iterable[int] = (),
     now: dt.datetime | None = None,
+    python: bool = False,
 ) -> tuple[Path, Path]:
     """Write an empty `_up.sql`/`_down.sql` pair into `module_path/migrations`; never overwrite.
 
     The version is the UTC time as YYYYMMDDHHMMSS, moved on by a second while it is taken.
     `depends_on` versions go in the up file's header (the CLI gives the graph's heads).
+    `python=True` writes `_up.py`/`_down.py`, each with an empty `async def migrate(conn)`.
     """
     if not _MIGRATION_NAME.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "add_users"
@@ -2045,14 +2098,25 @@ def create_migration(
     if folder.name != "migrations":
         folder = folder / "migrations"
     folder.mkdir(parents=True, exist_ok=True)
-    taken = {int(m[1]) for p in folder.rglob("*.sql") if (m := re.match(r"([0-9]+)_", p.name))}
+    files = [*folder.rglob("*.sql"), *folder.rglob("*.py")]
+    taken = {int(m[1]) for p in files if (m := re.match(r"([0-9]+)_", p.name))}
     moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     while int(moment.strftime("%Y%m%d%H%M%S")) in taken:
         moment += dt.timedelta(seconds=1)
     version = moment.strftime("%Y%m%d%H%M%S")
-    up = folder / f"{version}_{name}_up.sql"
-    down = folder / f"{version}_{name}_down.sql"
+    ext = "py" if python else "sql"
+    up = folder / f"{version}_{name}_up.{ext}"
+    down = folder / f"{version}_{name}_down.{ext}"
     needs = ", ".join(map(str, sorted(set(depends_on))))
+    if python:
+        with up.open("x", encoding="utf-8") as f:
+            f.write(
+                (f"# depends_on: {needs}\n" if needs else "")
+                + _PYTHON_STUB.format(label=f"{version}_{name}: up")
+            )
+        with down.open("x", encoding="utf-8") as f:
+            f.write(_PYTHON_STUB.format(label=f"{version}_{name}: down (undo the up file)"))
+        return up, down
     with up.open("x", encoding="utf-8") as f:
         f.write(
             (f"-- depends_on: {needs}\n" if needs else "") + f"-- {version}_{name}: up\n"
@@ -2063,6 +2127,20 @@ def create_migration(
     with down.open("x", encoding="utf-8") as f:
         f.write(f"-- {version}_{name}: down (undo the up file)\n")
     return up, down
+
+
+_PYTHON_STUB: Final = """\
+# {label}
+# Header comments pgfast reads (keep them at the top):
+#   '# depends_on: VERSION, ...'   apply after these migrations
+#   '# pgfast: no-transaction'     run outside a transaction
+import asyncpg
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    \"\"\"Runs in the migration's transaction, which commits with its ledger row.\"\"\"
+    # e.g. for row in await conn.fetch("SELECT id, name FROM users"): await conn.execute(...)
+"""
 
 
 # ─────────────────────────── migrations: apply, rollback, status, verify ──────────────────────
@@ -2388,12 +2466,17 @@ async def report_locks(conn: "_Connection", migrations: Sequence[Migration]) -> 
 
     reports = []
     for m in migrations:
+        python = _is_python(m.up_path)
         try:
             reports.append(await _measure(conn, m))
-        except asyncpg.PostgresError as exc:
+        except MigrationFileError:
+            raise
+        except Exception as exc:  # a Python migration's any exception; else the database's
+            if not python and not isinstance(exc, asyncpg.PostgresError):
+                raise
             if conn.is_in_transaction():
                 await conn.execute("ROLLBACK")
-            line = _error_line(m.sql, -len("BEGIN;\n"), exc)
+            line = _traceback_line(exc, m.up_path) if python else _error_line(m.sql, -len("BEGIN;\n"), exc)
             raise MigrationFailedError(
                 f"measuring {m.label} on a scratch database failed at "
                 f"{m.up_path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}",
@@ -2408,18 +2491,26 @@ async def report_locks(conn: "_Connection", migrations: Sequence[Migration]) -> 
 
 async def _measure(conn: "_Connection", m: Migration) -> LockReport:
     before = {r["oid"]: r for r in await conn.fetch(_RELATIONS_SQL)}
+    migrate = _load_migrate(m.up_path, m.sql) if _is_python(m.up_path) else None
     if m.no_transaction:
-        for _, statement in split_statements(m.sql):
+        if migrate is not None:
+            await migrate(conn)
+        for _, statement in [] if migrate else split_statements(m.sql):
             await conn.execute(statement)
         return LockReport(m, {}, (), measured=False)
-    body = m.sql if split_statements(m.sql) else ""  # asyncpg fails on comment-only strings
-    await conn.execute(f"BEGIN;\n{body}")
-    held = await conn.fetch(
+    held_sql = (
         "SELECT relation::bigint AS oid, mode FROM pg_locks "
         "WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted"
     )
-    now = await conn.fetch(_RELATIONS_SQL)
-    await conn.execute("COMMIT")
+    if migrate is not None:
+        async with conn.transaction():  # so that migrate()'s own transaction() nests as a savepoint
+            await migrate(conn)
+            held, now = await conn.fetch(held_sql), await conn.fetch(_RELATIONS_SQL)
+    else:
+        body = m.sql if split_statements(m.sql) else ""  # asyncpg fails on comment-only strings
+        await conn.execute(f"BEGIN;\n{body}")
+        held, now = await conn.fetch(held_sql), await conn.fetch(_RELATIONS_SQL)
+        await conn.execute("COMMIT")
     locks: dict[str, str] = {}
     for row in held:
         if row["oid"] in before and row["mode"] in _LOCK_WORDS:
@@ -2588,8 +2679,13 @@ def _partial_file(s: MigrationStatus) -> tuple[Path, str] | None:
 def _describe_partial(s: MigrationStatus, unfinished: str = "may or may not have run") -> str:
     """What is known of a partial migration: the statements recorded as done, and the next one."""
     done, total = s.statements_done or 0, s.statements_total or 0
+    still = "not yet recorded as applied" if s.direction == "up" else "still recorded as applied"
+    file = _partial_file(s)
+    if file and _is_python(file[0]):  # one step: its migrate()
+        if done >= total:
+            return f"its migrate() returned and is recorded as done, but it is {still}"
+        return f"its migrate() ({file[0]}) stopped part way ({unfinished}): what it did before that stays"
     if done >= total:
-        still = "not yet recorded as applied" if s.direction == "up" else "still recorded as applied"
         return f"all {total} of its statements ran and are recorded as done, but it is {still}"
     if done == 0:
         recorded = f"none of its {total} statements is recorded as done"
@@ -2598,7 +2694,7 @@ def _describe_partial(s: MigrationStatus, unfinished: str = "may or may not have
     else:
         recorded = f"statements 1-{done} of {total} ran and are recorded as done"
     where, hint = "", ""
-    if file := _partial_file(s):
+    if file:
         path, sql = file
         statements = split_statements(sql)
         if done < len(statements):
@@ -2625,7 +2721,9 @@ def _ways_forward(s: MigrationStatus) -> str:
     """How to go on from a partial migration (main() says it in the CLI's words: `_CLI_WORDS`)."""
     done, total = s.statements_done or 0, s.statements_total or 0
     down = s.direction == "down"
-    if done < total:
+    if (file := _partial_file(s)) and _is_python(file[0]) and done < total:
+        runs = "runs its migrate() again, from the start"
+    elif done < total:
         runs = f"runs statements {done + 1}-{total}" if done + 1 < total else f"runs statement {total}"
     else:
         runs = "only records it"
@@ -2741,26 +2839,40 @@ async def _run_step(
     import asyncpg
 
     m, sql = step.migration, step.sql
-    statements = split_statements(sql)
+    python = _is_python(step.path)
+    # A Python file is one step, its migrate(): a no-transaction one records progress per file.
+    statements = [(0, "")] if python else split_statements(sql)
     number, offset = 0, None  # the statement running (no-transaction) and where it starts
     try:
+        migrate = _load_migrate(step.path, sql) if python else None
+        set_timeout = f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms'"
         if not step.no_transaction:
-            # One simple-query round trip: the file and its ledger row commit together or not at all.
-            begin = "BEGIN;\n"
-            if step.lock_timeout:
-                begin += f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms';\n"
-            offset = -len(begin)
-            body = sql if statements else ""  # asyncpg fails on comment-only strings
-            script = f"{begin}{body}\n;{step.bookkeeping};\nCOMMIT"
+            run: Callable[[], Awaitable[object]]
+            if migrate is not None:
+
+                async def run() -> None:  # migrate() and the ledger row commit together
+                    async with conn.transaction():
+                        if step.lock_timeout:
+                            await conn.execute(set_timeout)
+                        await migrate(conn)
+                        await conn.execute(step.bookkeeping)
+
+            else:
+                # One simple-query round trip: the file and its ledger row commit together or not at all.
+                begin = f"BEGIN;\n{set_timeout};\n" if step.lock_timeout else "BEGIN;\n"
+                offset = -len(begin)
+                body = sql if statements else ""  # asyncpg fails on comment-only strings
+                run = functools.partial(conn.execute, f"{begin}{body}\n;{step.bookkeeping};\nCOMMIT")
             if not step.lock_timeout:
-                await conn.execute(script)
+                await run()
                 return
             for attempt in itertools.count(1):
                 try:
-                    await watch.execute(script)
+                    await watch.run(run())
                     return
                 except asyncpg.LockNotAvailableError:
-                    await conn.execute("ROLLBACK")
+                    if conn.is_in_transaction():
+                        await conn.execute("ROLLBACK")
                     wait = watch.lock_wait(step, attempt, ddl.retries + 1)
                     if wait.retry_in is None:
                         raise _lock_failure(wait, earlier) from None
@@ -2776,6 +2888,11 @@ async def _run_step(
         for number in range(step.start + 1, len(statements) + 1):
             offset, text = statements[number - 1]
             mark = f"UPDATE {PROGRESS_TABLE} SET done = {number} WHERE version = {m.version}"
+            if migrate is not None:
+                offset = None
+                await migrate(conn)
+                await conn.execute(mark)
+                continue
             try:
                 # The statement and its progress commit together (one implicit transaction)...
                 await conn.execute(f"{text}\n;{mark}")
@@ -2787,9 +2904,11 @@ async def _run_step(
         number, offset = len(statements) + 1, None
         forget = f"DELETE FROM {PROGRESS_TABLE} WHERE version = {m.version}"
         await conn.execute(f"BEGIN; {step.bookkeeping}; {forget}; COMMIT")
-    except DdlLockTimeoutError:  # a TimeoutError, so an OSError: rolled back, and says so
+    except (DdlLockTimeoutError, MigrationFileError):  # a TimeoutError is an OSError; both say all
         raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except Exception as exc:  # from a Python migration: any exception; else the database's or the OS's
+        if not python and not isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            raise
         if conn.is_in_transaction():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
@@ -2799,6 +2918,56 @@ async def _run_step(
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
         raise
+
+
+def _load_migrate(path: Path, source: str) -> Callable[[Any], Awaitable[None]]:
+    """Run a Python migration's `source` (its file's text, as checksummed) as a module of its
+    own and return its `migrate`.
+
+    Loaded by path under a private name: the user's package is never imported, so a vendored or
+    package-less migrations directory works. Compiled from the text, not the file, so what runs is
+    what was checksummed; and no __pycache__ is written beside it.
+    """
+    import importlib.util
+    import inspect
+
+    name = f"_pgfast_migration_{_short_hash(str(path))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and typing look a class's module up while it is made
+    try:
+        exec(compile(source, str(path), "exec"), vars(module))
+    except Exception as exc:
+        line = exc.lineno if isinstance(exc, SyntaxError) else _traceback_line(exc, path)
+        error = str(exc).replace("\n", " ")
+        raise MigrationFileError(
+            f"{path}{f':{line}' if line else ''}: loading it failed: {type(exc).__name__}: {error}; "
+            "fix the file (it did not run)",
+            [path],
+            line=line,
+        ) from exc
+    finally:
+        sys.modules.pop(name, None)
+    migrate = getattr(module, "migrate", None)
+    if not inspect.iscoroutinefunction(migrate):
+        raise MigrationFileError(
+            f"{path}: after loading, migrate is {type(migrate).__name__}, not an async function; "
+            "define 'async def migrate(conn)'",
+            [path],
+        )
+    return migrate
+
+
+def _traceback_line(exc: BaseException, path: Path) -> int | None:
+    """The line of the innermost frame of `exc`'s traceback that ran in `path`'s code."""
+    import traceback
+
+    line = None
+    for frame, number in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == str(path):
+            line = number
+    return line
 
 
 _PROGRESS_DDL: Final = f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
@@ -2818,10 +2987,12 @@ def _failure(
     import asyncpg
 
     m, down = step.migration, step.direction == "down"
-    line = _error_line(step.sql, offset, exc)
+    python = _is_python(step.path)
+    line = _traceback_line(exc, step.path) if python else _error_line(step.sql, offset, exc)
     where = f"{step.path}:{line}" if line else str(step.path)
     # Without PostgreSQL's answer (the connection broke) the last statement may have taken effect.
-    answered = isinstance(exc, asyncpg.PostgresError)
+    broke = isinstance(exc, (asyncpg.InterfaceError, OSError))
+    answered = isinstance(exc, asyncpg.PostgresError) or (python and not broke)
     partial = None
     if number == 0:
         if answered:
@@ -2899,11 +3070,11 @@ class _LockWatch:
         self.broken = False  # the peer could not connect: report what is known
         self.seen: Mapping[str, Any] | None = None
 
-    async def execute(self, script: str) -> None:
+    async def run(self, work: Awaitable[object]) -> None:
         import asyncio
 
         self.seen = None
-        run = asyncio.ensure_future(self.conn.execute(script))
+        run = asyncio.ensure_future(work)
         try:
             await asyncio.wait({run}, timeout=self._WATCH_AFTER)
             while not run.done():
@@ -4520,6 +4691,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name", help="migration name, of a-z, 0-9 and _ (e.g. add_users)")
     create.add_argument(
+        "--python",
+        action="store_true",
+        help="write an _up.py/_down.py pair, each with an 'async def migrate(conn)' to fill in",
+    )
+    create.add_argument(
         "--no-depends",
         action="store_true",
         help="write no '-- depends_on:' (default: the current heads, the migrations nothing depends on)",
@@ -4782,7 +4958,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
     heads: list[Migration] = []
     if not args.no_depends:
         heads = _heads(_migrations_if_any(args))
-    up, down = create_migration(args.module_path, args.name, depends_on=[m.version for m in heads])
+    depends_on = [m.version for m in heads]
+    up, down = create_migration(args.module_path, args.name, depends_on=depends_on, python=args.python)
     print(f"created {up}\ncreated {down}")
     if heads:
         print(f"depends_on: {', '.join(m.label for m in heads)} (the migrations nothing depends on yet)")
