@@ -4,13 +4,15 @@
 
 Each run applies `CREATE TABLE t_i (id int primary key)` x 200 to a fresh empty database, then
 times a no-op `up`, `status` and `--help`. The baselines, in the same run, are a bare asyncpg
-script applying the same files with one commit each, and `up --ddl-lock-timeout 0` (no lock
-timeout, so what the default one costs shows). Prints medians. Server: TEST_DATABASE_URL.
+script applying the same files with one commit each, `up --ddl-lock-timeout 0` (no lock
+timeout, so what the default one costs shows), and dbmate (`npm install -g dbmate`) applying the
+same tables from its own files when it is on PATH. Prints medians. Server: TEST_DATABASE_URL.
 """
 
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,20 +52,33 @@ def main() -> None:
     project = Path(tempfile.mkdtemp(prefix="pgfast-bench-"))
     folder = project / "migrations"
     folder.mkdir()
+    dbmate = shutil.which("dbmate")
+    dbmate_dir = project / "dbmate"
+    dbmate_dir.mkdir()
     for i in range(1, args.migrations + 1):
         (folder / f"{i:04d}_t{i}_up.sql").write_text(f"CREATE TABLE t_{i} (id int PRIMARY KEY);\n")
+        (dbmate_dir / f"{i:04d}_t{i}.sql").write_text(
+            f"-- migrate:up\nCREATE TABLE t_{i} (id int PRIMARY KEY);\n\n-- migrate:down\n"
+        )
     python = [sys.executable, "-m", "pgfast"]
     # A pip-installed module is byte-compiled; let this one be too, whatever the environment says.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(ROOT)}
-    times: dict[str, list[float]] = {k: [] for k in ("bare", "up", "up_off", "noop", "status", "help")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("bare", "up", "up_off", "dbmate", "noop", "status", "help")
+    }
+    kinds = ("bare", "up", "up_off", "dbmate") if dbmate else ("bare", "up", "up_off")
     subprocess.run([*python, "--help"], env=env, cwd=project, check=True, capture_output=True)  # compile once
     with pgfast.IsolatedDatabases(URL, []) as databases:
         for _ in range(args.runs):
-            for kind in ("bare", "up", "up_off"):
+            for kind in kinds:
                 name = asyncio.run(databases.create())
                 url = databases.url(name)
                 if kind == "bare":
                     times["bare"].append(timed([sys.executable, "-c", BARE, url, str(folder)], env, project))
+                elif kind == "dbmate":
+                    assert dbmate is not None
+                    command = [dbmate, "--url", _plain_tcp(url), "--migrations-dir", str(dbmate_dir)]
+                    times["dbmate"].append(timed([*command, "--no-dump-schema", "up"], env, project))
                 elif kind == "up_off":
                     off = ["schema", "up", "--ddl-lock-timeout", "0"]
                     times["up_off"].append(timed([*python, *off], env | {"DATABASE_URL": url}, project))
@@ -80,11 +95,15 @@ def main() -> None:
         "bare": "bare asyncpg loop (baseline)",
         "up": "pgfast schema up",
         "up_off": "up --ddl-lock-timeout 0",
+        "dbmate": "dbmate up (same tables)",
         "noop": "pgfast schema up (no-op)",
         "status": "pgfast schema status",
         "help": "pgfast --help",
     }
     for key, label in labels.items():
+        if not times[key]:
+            print(f"  {label:<30} not run (dbmate is not on PATH)")
+            continue
         print(
             f"  {label:<30} {statistics.median(times[key]):6.3f} s   (runs: {', '.join(f'{t:.3f}' for t in times[key])})"
         )
@@ -92,6 +111,13 @@ def main() -> None:
     up = statistics.median(times["up"])
     print(f"  pgfast up / bare loop: {up / statistics.median(times['bare']):.2f}x")
     print(f"  pgfast up / up without lock timeout: {up / statistics.median(times['up_off']):.2f}x")
+    if times["dbmate"]:
+        print(f"  pgfast up / dbmate up: {up / statistics.median(times['dbmate']):.2f}x")
+
+
+def _plain_tcp(url: str) -> str:
+    """dbmate wants sslmode said; pgfast's URLs need not say it."""
+    return url + ("&" if "?" in url else "?") + "sslmode=disable"
 
 
 if __name__ == "__main__":
