@@ -407,7 +407,7 @@ async def db_pool_factory(
         keep = request.config.getoption("pgfast_keep_failed", False) and _failed(request)
         kept = await factory._finish(keep=keep)
         for name in kept:
-            url = pgfast.mask_url(_pgfast_loops.databases.url(name))
+            url = _shown(_pgfast_loops.databases.url(name))
             cleanup = _cleanup_hint(request.config, _pgfast_loops.databases)
             request.config.stash.setdefault(_KEPT, []).append([request.node.nodeid, url, cleanup])
 
@@ -526,7 +526,7 @@ def sync_app_client(
                     client.portal.call(pgfast.close_pool, made[0])
     finally:
         if request.config.getoption("pgfast_keep_failed", False) and _failed(request):
-            kept = pgfast.mask_url(_pgfast_databases.url(asyncio.run(_pgfast_databases.keep(name))))
+            kept = _shown(_pgfast_databases.url(asyncio.run(_pgfast_databases.keep(name))))
             request.config.stash.setdefault(_KEPT, []).append(
                 [request.node.nodeid, kept, _cleanup_hint(request.config, _pgfast_databases)]
             )
@@ -554,7 +554,13 @@ def _cleanup_hint(config: pytest.Config, databases: pgfast.IsolatedDatabases) ->
     server = config.stash.get(_SERVER, None)
     if server is not None:  # the embedded server, kept running for them
         return f"pgfast test-db server --stop-kept {server.root}  # stops it and deletes its data"
-    return f"TEST_DATABASE_URL='{pgfast.mask_url(databases.admin_url)}' pgfast test-db cleanup --all"
+    return f"TEST_DATABASE_URL='{_shown(databases.admin_url)}' pgfast test-db cleanup --all"
+
+
+def _shown(url: str) -> str:
+    """`url` to print for a command to run: without its password (in no form), which the
+    summary says to give in PGPASSWORD."""
+    return pgfast.mask_url(url).replace(":***@", "@")
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:
@@ -617,3 +623,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(f"{test}:\n    psql '{url}'")
         for cleanup in dict.fromkeys(entry[2] for entry in kept):
             terminalreporter.write_line(f"clean up when done: {cleanup}")
+        if "***" in pgfast.mask_url(pgfast.test_server_url() or ""):
+            terminalreporter.write_line("(the server's password is left out: give it in PGPASSWORD)")

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import pid_alive, run_pytest, user_env, write
+from helpers import fetchval, pid_alive, run_pytest, user_env, write
 
 import pgfast
 
@@ -82,3 +82,32 @@ def _postmasters_of(root: Path) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def test_kept_database_commands_work_as_printed_when_the_server_url_has_a_password(
+    tmp_path: Path, postgres_server: str
+) -> None:
+    # (review: the summary printed the URL masked, `postgres:***@...`, which psql cannot use)
+    with_password = postgres_server.replace("://postgres@", "://postgres:s3cret-pw@", 1)
+    assert with_password != postgres_server
+    write(tmp_path, "migrations/1_users_up.sql", "CREATE TABLE users (name text);")
+    write(tmp_path, "test_it.py", TESTS)
+    write(tmp_path, "pytest.ini", "[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = run_pytest(tmp_path, "--pgfast-keep-failed", env={"TEST_DATABASE_URL": with_password})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "s3cret-pw" not in result.stdout and "***" not in result.stdout
+    assert "(the server's password is left out: give it in PGPASSWORD)" in result.stdout
+    commands = re.findall(r"test_it\.py::test_fails\[(\w+)\]:\n    psql '([^']+)'", result.stdout)
+    assert len(commands) == 2, result.stdout
+    for who, url in commands:  # trust authentication here: the printed command works as it is
+        seen = subprocess.run(
+            [psql(), url, "-Atc", "SELECT name FROM users"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=user_env(PGPASSWORD="s3cret-pw"),
+        )
+        assert (seen.returncode, seen.stdout.strip()) == (0, who), seen.stderr
+        name = re.search(r"/(pgfast_test_\w+)", url)
+        assert name
+        fetchval(postgres_server, f'DROP DATABASE "{name[1]}" WITH (FORCE)')
