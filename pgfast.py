@@ -761,7 +761,8 @@ async def create_pool(config: DatabaseConfig, **overrides: Any) -> "asyncpg.Pool
     while True:
         try:
             pool = await asyncpg.create_pool(**options)
-            if not options["min_size"]:  # else the pool has just connected: proof enough
+            # A pool that opened connections at creation has proved it can connect.
+            if not (options["min_size"] or options.get("init_size")):
                 try:
                     async with pool.acquire(timeout=config.timeout) as conn:
                         await conn.fetchval("SELECT 1")

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import os
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import asyncpg
 import pytest
@@ -200,6 +201,14 @@ def _pgfast_runner(request: pytest.FixtureRequest) -> None:
         )
 
 
+# One connection opened with the pool (most tests never need a second) but no floor: asyncpg
+# restores a floor when the server goes away (a deleted embedded data directory), logging a
+# traceback each try. asyncpg < 0.32 has no init_size: there the floor is the way to open one.
+_ONE_CONNECTION_AHEAD: Final = (
+    {"init_size": 1} if "init_size" in inspect.signature(asyncpg.create_pool).parameters else {"min_size": 1}
+)
+
+
 class _LoopState:
     """What is kept on one event loop for the next test that runs on it."""
 
@@ -291,12 +300,9 @@ class _Loops:
         except Exception:
             self.stop_if_server_lost()
             raise
-        # One connection up front (create_pool's probe leaves it idle in the pool): most tests
-        # never need a second. No floor (min 0): asyncpg would restore it, logging a traceback
-        # each try, when the server goes away (a deleted embedded data directory).
         config = dataclasses.replace(self.config, url=self.databases.url(name), min_connections=0)
         try:
-            return name, await pgfast.create_pool(config)
+            return name, await pgfast.create_pool(config, **_ONE_CONNECTION_AHEAD)
         except BaseException:
             self.databases.release(name)
             self.stop_if_server_lost()
@@ -514,7 +520,7 @@ def sync_app_client(
 
     async def test_pool() -> asyncpg.Pool:
         if not made:
-            made.append(await pgfast.create_pool(config))
+            made.append(await pgfast.create_pool(config, **_ONE_CONNECTION_AHEAD))
         return made[0]
 
     try:
