@@ -5104,13 +5104,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 migrations,
                 target=args.target,
                 force=args.force,
-                resume=args.resume,
-                statement_timeout=args.timeout,
-                lock_timeout=args.lock_timeout,
-                ddl_lock_timeout=args.ddl_lock_timeout,
-                ddl_lock_retries=args.ddl_lock_retries,
                 on_applied=_progress("applied"),
-                on_lock_wait=_print_lock_wait,
+                **_run_options(args),
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
             return await _interrupted(conn, migrations)
@@ -5123,6 +5118,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 0
 
     return _run_with_connection(run)
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What `up` and `down` pass alike to apply_migrations / rollback_migrations."""
+    return {
+        "resume": args.resume,
+        "statement_timeout": args.timeout,
+        "lock_timeout": args.lock_timeout,
+        "ddl_lock_timeout": args.ddl_lock_timeout,
+        "ddl_lock_retries": args.ddl_lock_retries,
+        "on_lock_wait": _print_lock_wait,
+    }
 
 
 async def _scratch_reports(applied: Sequence[Migration], plan: Sequence[Migration]) -> list[LockReport]:
@@ -5158,13 +5165,8 @@ def _cmd_down(args: argparse.Namespace) -> int:
                 migrations,
                 steps=args.steps,
                 target=args.target,
-                resume=args.resume,
-                statement_timeout=args.timeout,
-                lock_timeout=args.lock_timeout,
-                ddl_lock_timeout=args.ddl_lock_timeout,
-                ddl_lock_retries=args.ddl_lock_retries,
                 on_rolled_back=_progress("rolled back"),
-                on_lock_wait=_print_lock_wait,
+                **_run_options(args),
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
             return await _interrupted(conn, migrations)
