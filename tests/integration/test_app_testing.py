@@ -1,15 +1,13 @@
 """Testing an app the way FastAPI users do: as the app's role (so row-level security is really
 tested), through an httpx AsyncClient or FastAPI's TestClient, on the test's own database."""
 
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import fetchval
+from helpers import fetchval, run_pytest
 
 ROLE = "pgfast_test_app_user"
 
@@ -152,17 +150,9 @@ def run(project: Path, ini: str, *args: str) -> subprocess.CompletedProcess[str]
     (project / "pytest.ini").write_text(
         f"[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\npythonpath = .\n{ini}"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGFAST_", "PYTHONPATH"))}
     # The app's own URL points nowhere: pgfast's lifespan must not connect to it in tests.
-    env |= {"TEST_DATABASE_URL": SERVER, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = {"TEST_DATABASE_URL": SERVER, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
+    return run_pytest(project, *args, env=env, timeout=300)
 
 
 def test_as_the_app_role_rls_holds_and_both_clients_work(project: Path) -> None:
