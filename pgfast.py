@@ -2757,6 +2757,7 @@ class _Step:
     bookkeeping: str
     start: int = 0  # statements a partial no-transaction run already did
     lock_timeout: float = 0.0  # the transaction's lock_timeout in seconds; 0: none
+    wait_for_disk: bool = True  # False: commit with synchronous_commit off, a later commit flushes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2793,6 +2794,8 @@ def _steps(
         if direction == "up":
             header = m.ddl_lock_timeout
             step = _Step(m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0))
+            # Only the run's last commit waits for the disk (see _run_steps).
+            step = dataclasses.replace(step, wait_for_disk=m.no_transaction or m is plan[-1])
         else:
             assert m.down_path is not None  # plan_down checked
             header = m.down_ddl_lock_timeout
@@ -2810,23 +2813,51 @@ async def _run_steps(
     on_done: Callable[[Migration, float], None] | None,
     ddl: _DdlLocks,
 ) -> list[Migration]:
+    """Run `steps` in order; return the migrations they finished.
+
+    A step that is not the run's last commits with `synchronous_commit = off`: it and its ledger
+    row still commit together or not at all, but without waiting for the disk. Commits reach the
+    disk in order, so the next commit that waits (the last step's, or `_flush` when the run stops
+    early) makes every earlier one durable before this returns or raises, and before the
+    migration lock is released. On a durable server that is most of a migration's time.
+    """
     finished: list[Migration] = []
+    unflushed: list[Migration] = []  # committed since the last commit that waited for the disk
     watch = _LockWatch(conn)
     try:
         async with _statement_timeout(conn, statement_timeout):
             for step in steps:
                 started = time.perf_counter()
-                await _run_step(conn, step, finished, watch, ddl)
+                await _run_step(conn, step, finished, watch, ddl, unflushed)
                 finished.append(step.migration)
+                unflushed = [] if step.wait_for_disk else [*unflushed, step.migration]
                 if on_done:
                     on_done(step.migration, time.perf_counter() - started)
     finally:
-        await watch.close()
+        try:
+            if unflushed and not conn.is_closed():  # a step failed or was interrupted
+                with contextlib.suppress(Exception):  # the failure is the news
+                    await _flush(conn, unflushed[-1])
+        finally:
+            await watch.close()
     return finished
 
 
+async def _flush(conn: "_Connection", last: Migration) -> None:
+    """Wait until every commit so far is on disk: a commit that writes WAL waits for all before it
+    (one that writes none, like `SELECT txid_current()`, does not wait)."""
+    await conn.execute(
+        f"UPDATE {LEDGER_TABLE} SET duration_ms = duration_ms WHERE version = {int(last.version)}"
+    )
+
+
 async def _run_step(
-    conn: "_Connection", step: _Step, earlier: Sequence[Migration], watch: "_LockWatch", ddl: _DdlLocks
+    conn: "_Connection",
+    step: _Step,
+    earlier: Sequence[Migration],
+    watch: "_LockWatch",
+    ddl: _DdlLocks,
+    unflushed: Sequence[Migration] = (),
 ) -> None:
     """Run one file and its ledger change; on failure raise naming the file, the line and what stays.
 
@@ -2846,21 +2877,24 @@ async def _run_step(
     number, offset = 0, None  # the statement running (no-transaction) and where it starts
     try:
         migrate = _load_migrate(step.path, sql) if python else None
-        set_timeout = f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms'"
+        settings = [f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms'"] * bool(
+            step.lock_timeout
+        ) + ["SET LOCAL synchronous_commit = off"] * (not step.wait_for_disk)
+        set_local = ";\n".join(settings)
         if not step.no_transaction:
             run: Callable[[], Awaitable[object]]
             if migrate is not None:
 
                 async def run() -> None:  # migrate() and the ledger row commit together
                     async with conn.transaction():
-                        if step.lock_timeout:
-                            await conn.execute(set_timeout)
+                        if set_local:
+                            await conn.execute(set_local)
                         await migrate(conn)
                         await conn.execute(step.bookkeeping)
 
             else:
                 # One simple-query round trip: the file and its ledger row commit together or not at all.
-                begin = f"BEGIN;\n{set_timeout};\n" if step.lock_timeout else "BEGIN;\n"
+                begin = f"BEGIN;\n{set_local};\n" if set_local else "BEGIN;\n"
                 offset = -len(begin)
                 body = sql if statements else ""  # asyncpg fails on comment-only strings
                 run = functools.partial(conn.execute, f"{begin}{body}\n;{step.bookkeeping};\nCOMMIT")
@@ -2913,7 +2947,7 @@ async def _run_step(
         if conn.is_in_transaction():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
-        raise _failure(step, offset, number, len(statements), exc, earlier) from exc
+        raise _failure(step, offset, number, len(statements), exc, earlier, unflushed) from exc
     except BaseException:  # cancelled (Ctrl-C): leave no transaction open on the connection
         if not conn.is_closed() and conn.is_in_transaction():
             with contextlib.suppress(Exception):
@@ -2982,7 +3016,13 @@ _PROGRESS_DDL: Final = f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
 
 
 def _failure(
-    step: _Step, offset: int | None, number: int, total: int, exc: BaseException, earlier: Sequence[Migration]
+    step: _Step,
+    offset: int | None,
+    number: int,
+    total: int,
+    exc: BaseException,
+    earlier: Sequence[Migration],
+    unflushed: Sequence[Migration] = (),
 ) -> MigrationFailedError:
     """The error for a failed file, saying only what is known of what it left behind."""
     import asyncpg
@@ -2992,8 +3032,18 @@ def _failure(
     line = _traceback_line(exc, step.path) if python else _error_line(step.sql, offset, exc)
     where = f"{step.path}:{line}" if line else str(step.path)
     # Without PostgreSQL's answer (the connection broke) the last statement may have taken effect.
-    broke = isinstance(exc, (asyncpg.InterfaceError, OSError))
-    answered = isinstance(exc, asyncpg.PostgresError) or (python and not broke)
+    # (asyncpg raises "connection was closed in the middle of operation" as a PostgresError.)
+    broke = isinstance(
+        exc,
+        (
+            asyncpg.InterfaceError,
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+        ),
+    )
+    answered = not broke and (isinstance(exc, asyncpg.PostgresError) or python)
     partial = None
     if number == 0:
         if answered:
@@ -3012,6 +3062,11 @@ def _failure(
     if earlier:
         verb = "rolled back" if down else "applied"
         so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
+        if broke and unflushed:
+            so_far += (
+                f" ({', '.join(e.label for e in unflushed)} committed without waiting for the disk: "
+                "if the server itself went down, see migration_status for which survived)"
+            )
     action = "rolling back" if down else "applying"
     error = str(exc).replace("\n", " ")  # PostgreSQL's DETAIL and HINT, on the one line
     facts = f"{action} {m.label} failed at {where}: {type(exc).__name__}: {error}{kept}{so_far}"
