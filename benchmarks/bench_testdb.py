@@ -1,6 +1,6 @@
 """How long a test waits for its database: pgfast's fixtures against hand-rolled baselines.
 
-    python benchmarks/bench_testdb.py [--tests 100] [--migrations 20] [--quick]
+    python benchmarks/bench_testdb.py [--tests 100] [--migrations 20] [--quick | --thousand]
                                       [--durable-url URL] [--pgfast08 WHEEL]
 
 Generates a project with N migrations (a table and an index each) and a test file whose
@@ -350,14 +350,34 @@ def main() -> None:
         "--no-pytest-postgresql", action="store_true", help="skip the pytest-postgresql 10 comparison"
     )
     parser.add_argument("--quick", action="store_true", help="skip the scaling and 1,000-test runs")
+    parser.add_argument("--thousand", action="store_true", help="only the 1,000-test run")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pgfast-bench-testdb-"))
     project = base / "project"
     make_project(project, args.migrations)
     try:
-        measure(args, base, project)
+        if args.thousand:
+            thousand(project)
+        else:
+            measure(args, base, project)
     finally:
         drop_templates(args.durable_url, project)
+
+
+def thousand(project: Path) -> None:
+    """1,000 isolated_db tests on the embedded server: the first and last 100 tests' set-up, and
+    what the run left in the server's directory (tmpfs) after it."""
+    sys.path.insert(0, str(ROOT))
+    import pgfast
+
+    shm = pgfast.EmbeddedPostgres().base
+    before = set(shm.iterdir())
+    print("\n1,000 tests (isolated_db, embedded, sequential): set-up median of the first and last 100")
+    r = run(project, "isolated_db", 1000)
+    print(line("1,000 tests", r))
+    print(f"  first 100: {r['setup_first']:.1f} ms   last 100: {r['setup_last']:.1f} ms")
+    left = sorted(str(p) for p in set(shm.iterdir()) - before)
+    print(f"  left in {shm} afterwards: {', '.join(left) if left else 'nothing'}")
 
 
 def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
@@ -475,10 +495,7 @@ def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
         make_project(folder, tables)
         r = run(folder, "isolated_db", n)
         print(line(f"{tables} tables", r), flush=True)
-    print("\n1,000 tests (isolated_db, embedded, sequential): set-up median of the first and last 100")
-    r = run(project, "isolated_db", 1000)
-    print(line("1,000 tests", r))
-    print(f"  first 100: {r['setup_first']:.1f} ms   last 100: {r['setup_last']:.1f} ms")
+    thousand(project)
 
 
 if __name__ == "__main__":
