@@ -19,7 +19,8 @@ prints the whole-run wall time and the per-test set-up wait and teardown (median
   its template with load=, data on the same tmpfs with the same settings off), installed by pip
   into a folder of its own; --no-pytest-postgresql skips it;
 - the floor: the same tests with no database, pytest and pytest-asyncio alone;
-- isolated_db with tests that each do 20 ms of work, with 1 and 200 tables, and a 1,000-test run.
+- isolated_db with tests that each do 20 ms of work, with 1 and 200 tables, and a 1,000-test run;
+- the own-loop floor: a new event loop's asyncpg.connect to a fresh clone, and its first query.
 
 "shared loop" runs the tests on one event loop (pytest-asyncio's asyncio_default_fixture_loop_scope
 and asyncio_default_test_loop_scope = session): then pgfast connects the next test's pool while
@@ -380,6 +381,37 @@ def thousand(project: Path) -> None:
     print(f"  left in {shm} afterwards: {', '.join(left) if left else 'nothing'}")
 
 
+def connect_floor(project: Path, rounds: int = 30) -> tuple[float, float]:
+    """Median ms of a new event loop's first connection to a fresh clone, and of its first query
+    there: what a test on its own loop (pytest-asyncio's default) waits for at the least, since
+    an asyncpg connection belongs to the loop that made it."""
+    import asyncio
+
+    import asyncpg
+
+    import pgfast
+
+    connects, queries = [], []
+    with pgfast.EmbeddedPostgres(f"floor-{os.getpid()}") as url:
+        migrations = pgfast.discover_migrations(root=project)
+        with pgfast.IsolatedDatabases(url, migrations) as databases:
+            for _ in range(rounds):
+                name = asyncio.run(databases.create())
+
+                async def connect(target: str) -> None:
+                    started = time.perf_counter()
+                    conn = await asyncpg.connect(target)
+                    connected = time.perf_counter()
+                    await conn.fetchval("SELECT count(*) FROM t1")
+                    connects.append((connected - started) * 1000)
+                    queries.append((time.perf_counter() - connected) * 1000)
+                    await conn.close()
+
+                asyncio.run(connect(databases.url(name)))
+                asyncio.run(databases.drop(name))
+    return statistics.median(connects), statistics.median(queries)
+
+
 def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
     n = args.tests
     results: dict[str, dict[str, float]] = {}
@@ -415,6 +447,13 @@ def measure(args: argparse.Namespace, base: Path, project: Path) -> None:
             r = run(project, fixture, n, workers=workers, work_ms=work, url=url, loop=loop)
             results[f"{mode}/{label}"] = r
             print(line(label, r), flush=True)
+        if not workers:
+            connect, query = connect_floor(project)
+            print(
+                f"  a new loop's asyncpg.connect to a fresh clone, embedded: median {connect:.1f} ms, "
+                f"its first query {query:.1f} ms (the own-loop set-up floor)",
+                flush=True,
+            )
         if not workers:
             # The floor: pytest and pytest-asyncio alone, the same tests without a database.
             floor = base / "floor"
