@@ -3832,9 +3832,11 @@ class IsolatedDatabases:
         if self.prewarm is None:
             self._depth = 2 if fsync == "off" else 6
         try:
+            # No floor (min_size 0): asyncpg restores a floor when the server goes away (a
+            # deleted embedded data directory), logging a traceback at each try.
             self._admin = await asyncpg.create_pool(
                 self.admin_url,
-                min_size=1,
+                min_size=0,
                 max_size=2 if fsync == "off" else 4,
                 statement_cache_size=0,
                 server_settings={"application_name": "pgfast test-db"},
