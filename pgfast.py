@@ -2949,7 +2949,10 @@ async def _run_step(
                 await conn.execute("ROLLBACK")
         raise _failure(step, offset, number, len(statements), exc, earlier, unflushed) from exc
     except BaseException:  # cancelled (Ctrl-C): leave no transaction open on the connection
-        if not conn.is_closed() and conn.is_in_transaction():
+        # Not `if conn.is_in_transaction()`: a query cancelled in the middle has not yet had the
+        # server's answer, so that still says idle while the server sits in the aborted BEGIN
+        # block, where _flush and the lock's release would fail. ROLLBACK waits for the cancel.
+        if not conn.is_closed():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
         raise
