@@ -2979,7 +2979,9 @@ async def _run_step(
         if conn.is_in_transaction():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
-        raise _failure(step, offset, number, len(statements), exc, earlier, unflushed) from exc
+        raise _failure(
+            step, offset, number, len(statements), exc, earlier, unflushed, conn.is_closed()
+        ) from exc
     except BaseException:  # cancelled (Ctrl-C): leave no transaction open on the connection
         # Not `if conn.is_in_transaction()`: a query cancelled in the middle has not yet had the
         # server's answer, so that still says idle while the server sits in the aborted BEGIN
@@ -3058,6 +3060,7 @@ def _failure(
     exc: BaseException,
     earlier: Sequence[Migration],
     unflushed: Sequence[Migration] = (),
+    closed: bool = True,
 ) -> MigrationFailedError:
     """The error for a failed file, saying only what is known of what it left behind."""
     import asyncpg
@@ -3077,7 +3080,7 @@ def _failure(
             asyncpg.AdminShutdownError,
             asyncpg.CrashShutdownError,
         ),
-    )
+    ) and (closed or not python)  # a Python file's own OSError (a missing seed file) breaks nothing
     answered = not broke and (isinstance(exc, asyncpg.PostgresError) or python)
     partial = None
     if number == 0:
@@ -3097,7 +3100,7 @@ def _failure(
     if earlier:
         verb = "rolled back" if down else "applied"
         so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
-        if broke and unflushed:
+        if broke and closed and unflushed:  # else _flush makes them durable before this is raised
             so_far += (
                 f" ({', '.join(e.label for e in unflushed)} committed without waiting for the disk: "
                 "if the server itself went down, see migration_status for which survived)"
