@@ -2824,6 +2824,7 @@ async def _run_steps(
     finished: list[Migration] = []
     unflushed: list[Migration] = []  # committed since the last commit that waited for the disk
     watch = _LockWatch(conn)
+    interrupted = False
     try:
         async with _statement_timeout(conn, statement_timeout):
             for step in steps:
@@ -2833,22 +2834,53 @@ async def _run_steps(
                 unflushed = [] if step.wait_for_disk else [*unflushed, step.migration]
                 if on_done:
                     on_done(step.migration, time.perf_counter() - started)
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)  # cancelled, or Ctrl-C
+        raise
     finally:
         try:
             if unflushed and not conn.is_closed():  # a step failed or was interrupted
                 with contextlib.suppress(Exception):  # the failure is the news
-                    await _flush(conn, unflushed[-1])
+                    await _uncancelled(_flush(conn, unflushed[-1], rollback=interrupted), _FLUSH_LIMIT)
         finally:
             await watch.close()
     return finished
 
 
-async def _flush(conn: "_Connection", last: Migration) -> None:
+_FLUSH_LIMIT: Final = 10.0  # seconds a cancelled run waits for _flush before it gives up on it
+
+
+async def _flush(conn: "_Connection", last: Migration, rollback: bool = False) -> None:
     """Wait until every commit so far is on disk: a commit that writes WAL waits for all before it
-    (one that writes none, like `SELECT txid_current()`, does not wait)."""
+    (one that writes none, like `SELECT txid_current()`, does not wait). `rollback`: first end
+    the interrupted step's transaction, whose own ROLLBACK may have been cancelled too."""
     await conn.execute(
-        f"UPDATE {LEDGER_TABLE} SET duration_ms = duration_ms WHERE version = {int(last.version)}"
+        "ROLLBACK;\n" * rollback
+        + f"UPDATE {LEDGER_TABLE} SET duration_ms = duration_ms WHERE version = {int(last.version)}"
     )
+
+
+async def _uncancelled(work: Awaitable[_T], limit: float) -> _T:
+    """Await `work` to its end for up to `limit` seconds even if cancelled meanwhile, then raise
+    the cancellation. anyio cancels every await in a cancelled scope again and again (so a
+    cleanup's own await would never finish), and asyncio.run cancels a Ctrl-C'd run once."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    deadline = time.monotonic() + limit
+    while not task.done() and time.monotonic() < deadline:
+        try:
+            await asyncio.wait({task}, timeout=deadline - time.monotonic())
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if not task.done():
+        task.cancel()
+    if cancelled is not None:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the cancellation is the news
+        raise cancelled
+    return await task
 
 
 async def _run_step(
@@ -2947,9 +2979,14 @@ async def _run_step(
         if conn.is_in_transaction():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
-        raise _failure(step, offset, number, len(statements), exc, earlier, unflushed) from exc
+        raise _failure(
+            step, offset, number, len(statements), exc, earlier, unflushed, conn.is_closed()
+        ) from exc
     except BaseException:  # cancelled (Ctrl-C): leave no transaction open on the connection
-        if not conn.is_closed() and conn.is_in_transaction():
+        # Not `if conn.is_in_transaction()`: a query cancelled in the middle has not yet had the
+        # server's answer, so that still says idle while the server sits in the aborted BEGIN
+        # block, where _flush and the lock's release would fail. ROLLBACK waits for the cancel.
+        if not conn.is_closed():
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
         raise
@@ -3023,6 +3060,7 @@ def _failure(
     exc: BaseException,
     earlier: Sequence[Migration],
     unflushed: Sequence[Migration] = (),
+    closed: bool = True,
 ) -> MigrationFailedError:
     """The error for a failed file, saying only what is known of what it left behind."""
     import asyncpg
@@ -3042,7 +3080,7 @@ def _failure(
             asyncpg.AdminShutdownError,
             asyncpg.CrashShutdownError,
         ),
-    )
+    ) and (closed or not python)  # a Python file's own OSError (a missing seed file) breaks nothing
     answered = not broke and (isinstance(exc, asyncpg.PostgresError) or python)
     partial = None
     if number == 0:
@@ -3062,7 +3100,7 @@ def _failure(
     if earlier:
         verb = "rolled back" if down else "applied"
         so_far = f". Already {verb} in this run: {', '.join(e.label for e in earlier)}"
-        if broke and unflushed:
+        if broke and closed and unflushed:  # else _flush makes them durable before this is raised
             so_far += (
                 f" ({', '.join(e.label for e in unflushed)} committed without waiting for the disk: "
                 "if the server itself went down, see migration_status for which survived)"

@@ -7,10 +7,12 @@ shared memory when the server is stopped, and is lost with it. Each test checks 
 the crash against what `up` reported.
 """
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from helpers import error_line, fetch, fetchval, free_port, pgfast_cli, start_pgfast, wait_for, write
 
@@ -98,17 +100,23 @@ def test_a_crash_in_the_middle_keeps_each_migration_with_its_ledger_row(
     run = start_pgfast(root, db, "schema", "up")
     try:
         wait_for(lambda: fetchval(db, "SELECT count(*) FROM pg_class WHERE relname = 't_40'"), "t_40")
-        pg_ctl(server, "-m", "immediate", "stop")
+    except BaseException:
+        run.kill()
+        raise
+    pg_ctl(server, "-m", "immediate", "stop")
+    try:
         _, stderr = run.communicate(timeout=60)
     finally:
         run.kill()
+        pg_ctl(server, "start")  # the module's other tests need it, whatever this one found
     assert run.returncode == 1
     message = stderr.strip().splitlines()[-1]
-    # The server went away mid-statement: whether that migration committed is not known.
-    assert "ConnectionDoesNotExistError" in message and "rolled back" not in message, message
+    # The server went away mid-statement (ConnectionDoesNotExistError) or between two of them
+    # (InterfaceError: connection is closed): whether that migration committed is not known.
+    assert "ConnectionDoesNotExistError" in message or "InterfaceError: connection is closed" in message
+    assert "rolled back" not in message, message
     assert "the connection broke, so whether it committed is unknown" in message
     assert "committed without waiting for the disk: if the server itself went down" in message
-    pg_ctl(server, "start")
     ledger, tables = survivors(db)
     assert ledger == tables  # each migration with its ledger row, or neither
     assert ledger == list(range(1, len(ledger) + 1))  # in order: no gap
@@ -117,3 +125,129 @@ def test_a_crash_in_the_middle_keeps_each_migration_with_its_ledger_row(
     again = pgfast_cli(root, db, "schema", "up")
     assert again.returncode == 0, again.stderr
     assert survivors(db) == (list(range(1, 301)), list(range(1, 301)))
+
+
+def slow_project(root: Path, count: int, slow: int, python: bool = False) -> list[pgfast.Migration]:
+    """count migrations; `slow` sleeps a minute before it writes anything, so the commits before
+    it end the WAL (in the server's memory, with this cluster's 10 s WAL writer)."""
+    for i in range(1, count + 1):
+        if i == slow and python:
+            write(root, f"migrations/{i:04d}_t{i}_up.py", SLEEP_PY)
+        else:
+            sleep = "SELECT pg_sleep(60);\n" if i == slow else ""
+            write(
+                root, f"migrations/{i:04d}_t{i}_up.sql", f"{sleep}CREATE TABLE t_{i} (id int PRIMARY KEY);\n"
+            )
+    return pgfast.discover_migrations([root / "migrations"])
+
+
+SLEEP_PY = "async def migrate(conn):\n    await conn.execute('SELECT pg_sleep(60)')\n"
+
+
+async def until_sleeping(db: str) -> None:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
+    )
+    await asyncio.to_thread(wait_for, lambda: fetchval(db, query), "the slow migration")
+
+
+async def after_crash(server: pgfast.EmbeddedPostgres, db: str) -> tuple[list[int], list[int]]:
+    await asyncio.to_thread(crash_and_restart, server)
+    return await asyncio.to_thread(survivors, db)
+
+
+async def lock_holders(db: str) -> int:
+    sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    return int(await asyncio.to_thread(fetchval, db, sql))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("python", [False, True], ids=["sql", "python"])
+async def test_a_run_cancelled_in_a_migration_flushes_the_ones_before_and_lets_go(
+    server: pgfast.EmbeddedPostgres, db: str, tmp_path: Path, python: bool
+) -> None:
+    """Ctrl-C (asyncio.run cancels the task) while migration 10 runs: 1-9 committed without waiting;
+    the CancelledError must come after a commit that waited, with no transaction left open and
+    the migration lock released."""
+    migrations = slow_project(tmp_path, 12, slow=10, python=python)
+    conn = await asyncpg.connect(db)
+    try:
+        task = asyncio.ensure_future(pgfast.apply_migrations(conn, migrations))
+        await until_sleeping(db)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT 1") == 1  # not an aborted transaction block
+        assert await lock_holders(db) == 0
+    finally:
+        await conn.close()
+    assert await after_crash(server, db) == (list(range(1, 10)), list(range(1, 10)))
+
+
+@pytest.mark.asyncio
+async def test_a_run_in_a_cancelled_anyio_scope_flushes_the_ones_before_it_raises(
+    server: pgfast.EmbeddedPostgres, db: str, tmp_path: Path
+) -> None:
+    """anyio (Starlette's, FastAPI's) cancels level-triggered: every await in a cancelled scope is
+    cancelled again, the cleanup's too (anyio.fail_after around a lifespan's migrations)."""
+    import anyio
+
+    migrations = slow_project(tmp_path, 12, slow=10)
+    conn = await asyncpg.connect(db)
+    try:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(pgfast.apply_migrations, conn, migrations)
+                await until_sleeping(db)
+                scope.cancel()
+        assert scope.cancelled_caught
+    finally:
+        await conn.close()  # the lock goes with the session, if not before
+    assert await after_crash(server, db) == (list(range(1, 10)), list(range(1, 10)))
+
+
+@pytest.mark.asyncio
+async def test_a_ddl_lock_timeout_after_commits_that_did_not_wait_flushes_them(
+    server: pgfast.EmbeddedPostgres, db: str, tmp_path: Path
+) -> None:
+    for i in range(1, 10):
+        write(tmp_path, f"migrations/{i:04d}_t{i}_up.sql", f"CREATE TABLE t_{i} (id int PRIMARY KEY);\n")
+    write(tmp_path, "migrations/0010_alter_up.sql", "ALTER TABLE held ADD COLUMN c int;\n")
+    migrations = pgfast.discover_migrations([tmp_path / "migrations"])
+    await asyncio.to_thread(fetch, db, "CREATE TABLE held (id int)")
+    holder = await asyncpg.connect(db)
+    conn = await asyncpg.connect(db)
+    try:
+        await holder.execute("BEGIN; SELECT * FROM held")
+        with pytest.raises(pgfast.DdlLockTimeoutError, match=r"Already applied in this run: 1_t1, .*9_t9"):
+            await pgfast.apply_migrations(conn, migrations, ddl_lock_timeout=0.2, ddl_lock_retries=1)
+    finally:
+        await conn.close()
+        await holder.close()
+    assert await after_crash(server, db) == (list(range(1, 10)), list(range(1, 10)))
+
+
+@pytest.mark.asyncio
+async def test_a_python_migrations_own_oserror_is_not_called_a_broken_connection(
+    db: str, tmp_path: Path
+) -> None:
+    """FileNotFoundError (an OSError) from the migration's own code, on a connection that is fine:
+    it was rolled back, and the ones before were flushed by the failure's extra commit."""
+    for i in (1, 2):
+        write(tmp_path, f"migrations/{i:04d}_t{i}_up.sql", f"CREATE TABLE t_{i} (id int PRIMARY KEY);\n")
+    write(
+        tmp_path,
+        "migrations/0003_seed_up.py",
+        "async def migrate(conn):\n    open('/nonexistent/seed.csv')\n",
+    )
+    migrations = pgfast.discover_migrations([tmp_path / "migrations"])
+    conn = await asyncpg.connect(db)
+    try:
+        with pytest.raises(pgfast.MigrationFailedError) as failed:
+            await pgfast.apply_migrations(conn, migrations)
+    finally:
+        await conn.close()
+    message = str(failed.value)
+    assert "FileNotFoundError" in message and "it was rolled back and not recorded" in message, message
+    assert "connection broke" not in message and "without waiting for the disk" not in message, message
