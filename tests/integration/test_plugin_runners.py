@@ -56,9 +56,19 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv with pytest, anyio, asyncpg and FastAPI, pgfast installed (its entry point
     included), and no pytest-asyncio."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # No pip of its own (seeding one takes seconds): this interpreter's pip installs into it.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(python),
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     subprocess.run([*pip, "pytest", "anyio", "asyncpg", "fastapi"], check=True, capture_output=True)
     # What `pip install pgfast` leaves, without building a wheel: the modules on the path and the
     # pytest11 entry point.
