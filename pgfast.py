@@ -2847,7 +2847,7 @@ async def _run_steps(
     return finished
 
 
-_FLUSH_LIMIT: Final = 10.0  # seconds a cancelled run waits for _flush before it gives up on it
+_FLUSH_LIMIT: Final = 10.0  # seconds a cancelled run waits for _flush, and for the lock's release
 
 
 async def _flush(conn: "_Connection", last: Migration, rollback: bool = False) -> None:
@@ -3301,8 +3301,8 @@ async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose:
         yield
     finally:
         if not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            with contextlib.suppress(Exception):  # awaited to its end even in a cancelled anyio scope
+                await _uncancelled(conn.execute("SELECT pg_advisory_unlock($1)", key), _FLUSH_LIMIT)
 
 
 async def _lock_holder(conn: "_Connection", key: int) -> "asyncpg.Record | None":

@@ -202,8 +202,10 @@ async def test_a_run_in_a_cancelled_anyio_scope_flushes_the_ones_before_it_raise
                 await until_sleeping(db)
                 scope.cancel()
         assert scope.cancelled_caught
+        assert await conn.fetchval("SELECT 1") == 1  # not an aborted transaction block
+        assert await lock_holders(db) == 0  # let go although every await there was cancelled
     finally:
-        await conn.close()  # the lock goes with the session, if not before
+        await conn.close()
     assert await after_crash(server, db) == (list(range(1, 10)), list(range(1, 10)))
 
 
