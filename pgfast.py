@@ -2793,9 +2793,16 @@ def _steps(
     for m in plan:
         if direction == "up":
             header = m.ddl_lock_timeout
-            step = _Step(m, "up", m.sql, m.up_path, m.no_transaction, _record_sql(m), done.get(m.version, 0))
-            # Only the run's last commit waits for the disk (see _run_steps).
-            step = dataclasses.replace(step, wait_for_disk=m.no_transaction or m is plan[-1])
+            step = _Step(
+                m,
+                "up",
+                m.sql,
+                m.up_path,
+                m.no_transaction,
+                _record_sql(m),
+                done.get(m.version, 0),
+                wait_for_disk=m.no_transaction or m is plan[-1],  # only the run's last (see _run_steps)
+            )
         else:
             assert m.down_path is not None  # plan_down checked
             header = m.down_ddl_lock_timeout
@@ -2889,7 +2896,7 @@ async def _run_step(
     earlier: Sequence[Migration],
     watch: "_LockWatch",
     ddl: _DdlLocks,
-    unflushed: Sequence[Migration] = (),
+    unflushed: Sequence[Migration],
 ) -> None:
     """Run one file and its ledger change; on failure raise naming the file, the line and what stays.
 
@@ -2909,9 +2916,11 @@ async def _run_step(
     number, offset = 0, None  # the statement running (no-transaction) and where it starts
     try:
         migrate = _load_migrate(step.path, sql) if python else None
-        settings = [f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms'"] * bool(
-            step.lock_timeout
-        ) + ["SET LOCAL synchronous_commit = off"] * (not step.wait_for_disk)
+        settings = []
+        if step.lock_timeout:
+            settings.append(f"SET LOCAL lock_timeout = '{max(1, round(step.lock_timeout * 1000))}ms'")
+        if not step.wait_for_disk:
+            settings.append("SET LOCAL synchronous_commit = off")
         set_local = ";\n".join(settings)
         if not step.no_transaction:
             run: Callable[[], Awaitable[object]]
@@ -3059,8 +3068,8 @@ def _failure(
     total: int,
     exc: BaseException,
     earlier: Sequence[Migration],
-    unflushed: Sequence[Migration] = (),
-    closed: bool = True,
+    unflushed: Sequence[Migration],
+    closed: bool,
 ) -> MigrationFailedError:
     """The error for a failed file, saying only what is known of what it left behind."""
     import asyncpg
