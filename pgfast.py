@@ -4508,13 +4508,22 @@ class PgfastDatabase:
 
 async def list_test_databases(conn: "_Connection") -> list[PgfastDatabase]:
     """pgfast's databases on the server, sorted by name; other databases are never listed."""
+    import asyncpg
+
     rows = await conn.fetch(
-        "SELECT datname, datistemplate, pg_database_size(oid) AS size FROM pg_database "
-        "WHERE datname LIKE 'pgfast\\_%' ORDER BY datname"
+        "SELECT datname, datistemplate FROM pg_database WHERE datname LIKE 'pgfast\\_%' ORDER BY datname"
     )
     found = []
     for row in rows:
-        name, size = row["datname"], row["size"]
+        name = row["datname"]
+        # One by one: another run may drop any of them meanwhile, and pg_database_size() raises
+        # for a database gone since the scan (in one query, one drop failed the whole listing).
+        try:
+            size = await conn.fetchval("SELECT pg_database_size($1::name)", name)
+        except (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedObjectError):
+            continue  # dropped since: by name it is 3D000; by OID, on PostgreSQL 16+, 42704
+        if size is None:
+            continue  # PostgreSQL 15 says NULL when the database's files went in the meantime
         if match := _TEST_DB.fullmatch(name):
             pid = int(match["pid"])
             created = dt.datetime.fromtimestamp(int(match["created"]), dt.UTC)
@@ -4678,6 +4687,8 @@ def _project_key(migrations: Sequence[Migration]) -> str:
 
 async def _drop_database(conn: Any, name: str) -> None:
     """Drop one of pgfast's databases (never another's), templates and open sessions included."""
+    import asyncpg
+
     if not (_TEST_DB.fullmatch(name) or _TEMPLATE_DB.fullmatch(name)):
         raise ConfigError(
             f"refusing to drop database {name!r}: pgfast did not create it; drop it yourself if you mean to",
@@ -4685,7 +4696,10 @@ async def _drop_database(conn: Any, name: str) -> None:
         )
     # A template (a test database too, made with `test-db create --template`) cannot be dropped.
     if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name):
-        await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
+        try:
+            await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
+        except asyncpg.InvalidCatalogNameError:
+            return  # dropped meanwhile by another run's clean-up
     await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 

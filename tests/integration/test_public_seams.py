@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -108,6 +109,40 @@ def test_create_test_database_clones_a_kept_migrated_database(tmp_path: Path, po
             assert sorted(dropped) == sorted([plain, loaded])
         finally:
             await admin.close()
+
+    asyncio.run(check())
+
+
+def test_listing_survives_databases_dropped_while_it_runs(postgres_server: str) -> None:
+    # Other runs create and drop databases all the time; one dropped between the scan of
+    # pg_database and the size lookup failed the whole listing (and so `test-db cleanup`).
+    async def check() -> None:
+        churn = await asyncpg.connect(postgres_server)
+        lister = await asyncpg.connect(postgres_server)
+        listings = 0
+        stop = asyncio.Event()
+
+        async def list_until_stopped() -> None:
+            nonlocal listings
+            while not stop.is_set():
+                found = await pgfast.list_test_databases(lister)
+                assert [db for db in found if not (isinstance(db.size, int) and db.size > 0)] == []
+                listings += 1
+
+        task = asyncio.create_task(list_until_stopped())
+        try:
+            for n in range(30):
+                name = f"pgfast_test_00beef_0_{int(time.time())}_{n:x}"
+                await churn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+                await churn.execute(f'DROP DATABASE "{name}"')
+                if task.done():
+                    break
+        finally:
+            stop.set()
+            await task  # re-raises what a listing raised
+            await churn.close()
+            await lister.close()
+        assert listings > 30
 
     asyncio.run(check())
 
