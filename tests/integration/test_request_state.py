@@ -92,8 +92,11 @@ def leaky_app(url: str, ran: list[str]) -> FastAPI:
         return {
             "pid": await conn.fetchval("SELECT pg_backend_pid()"),
             "sticky": await conn.fetchval("SELECT current_setting('app.sticky', true)"),
+            # this backend's own: pg_locks lists every session on the server, where other
+            # tests (on other databases, in the other xdist worker) take lock 42 too
             "advisory_locks": await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42"
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 "
+                "AND pid = pg_backend_pid()"
             ),
             # what the server said in its last ReadyForQuery
             "in_transaction": conn.is_in_transaction(),
