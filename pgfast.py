@@ -4687,19 +4687,21 @@ def _project_key(migrations: Sequence[Migration]) -> str:
 
 async def _drop_database(conn: Any, name: str) -> None:
     """Drop one of pgfast's databases (never another's), templates and open sessions included."""
-    import asyncpg
-
     if not (_TEST_DB.fullmatch(name) or _TEMPLATE_DB.fullmatch(name)):
         raise ConfigError(
             f"refusing to drop database {name!r}: pgfast did not create it; drop it yourself if you mean to",
             setting="name",
         )
     # A template (a test database too, made with `test-db create --template`) cannot be dropped.
-    if await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name):
-        try:
-            await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
-        except asyncpg.InvalidCatalogNameError:
-            return  # dropped meanwhile by another run's clean-up
+    # Two clean-ups unmarking the same one: "tuple concurrently updated" for the second, or, once
+    # the first is dropping it, "cannot alter invalid database", which ends the session. So one
+    # at a time, under a lock in the database `conn` is on, and the second sees the first's work.
+    is_template = "SELECT datistemplate FROM pg_database WHERE datname = $1"
+    if await conn.fetchval(is_template, name):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"pgfast drop {name}")
+            if await conn.fetchval(is_template, name):
+                await conn.execute(f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE false")
     await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 
