@@ -99,7 +99,7 @@ def test_a_crash_in_the_middle_keeps_each_migration_with_its_ledger_row(
     root = project(tmp_path, 300)
     run = start_pgfast(root, db, "schema", "up")
     try:
-        wait_for(lambda: fetchval(db, "SELECT count(*) FROM pg_class WHERE relname = 't_40'"), "t_40")
+        wait_for(lambda: fetchval(db, "SELECT count(*) FROM pg_class WHERE relname = 't_10'"), "t_10")
     except BaseException:
         run.kill()
         raise

@@ -104,10 +104,11 @@ def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
         assert time.monotonic() < deadline and process.poll() is None, "the run never reached its test"
         line = process.stdout.readline()
     data_directory = Path(line.strip().split()[-1])
+    # Read while the run lives: once it is dead, another worker starting a server may sweep it.
+    postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
     process.send_signal(signal.SIGKILL)
     process.wait()
     process.stdout.close()
-    postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
     assert pid_alive(postmaster), "SIGKILL leaves the server running"
     (project / "tests/test_hang.py").unlink()
     result = run_without_server(project)
