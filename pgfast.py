@@ -3973,8 +3973,12 @@ class IsolatedDatabases:
                 ):
                     raise
                 # The template was replaced by a run of this project with other migrations
-                # (build anew), or the name was taken after all (take another).
-                kind.built = False
+                # (build anew: it and the template it is filled from, dropped with it), or the
+                # name was taken after all (take another).
+                stale: _Template | None = kind
+                while stale is not None:
+                    stale.built = False
+                    stale = stale.source
         if keep:
             self._live.discard(name)
         return name

@@ -343,3 +343,23 @@ def test_two_suites_of_one_project_with_other_migrations_both_keep_working(
         for databases, table in ((one, "a"), (two, "b"), (one, "a")):
             name = asyncio.run(databases.create())
             assert fetch(databases.url(name), f"SELECT to_regclass('{table}') IS NOT NULL AS ok")[0]["ok"]
+
+
+def test_db_with_fixtures_survives_a_run_of_other_migrations_dropping_the_templates(
+    project: Path, postgres_server: str
+) -> None:
+    first = write_migrations(project, "CREATE TABLE a (id int);")
+    (project / "fixtures").mkdir()
+    (project / "fixtures" / "1_a_fixture.sql").write_text("INSERT INTO a VALUES (1);")
+    fixtures = pgfast.discover_fixtures(first, [project / "fixtures"])
+    with pgfast.IsolatedDatabases(postgres_server, first, fixtures) as one:
+        asyncio.run(one.create(fixtures=True))  # both templates built
+        # A run started after a migration was added: this run's templates are stale to it.
+        second = write_migrations(project, "CREATE TABLE a (id int);", "CREATE TABLE b (id int);")
+        with pgfast.IsolatedDatabases(postgres_server, second):
+            pass
+        assert databases_named(postgres_server, one.template) == []
+        assert databases_named(postgres_server, one.fixtures_template) == []
+        # Both are built again: the template with fixtures is filled from a copy of the other.
+        name = asyncio.run(one.create(fixtures=True))
+        assert fetch(one.url(name), "SELECT count(*) AS n FROM a")[0]["n"] == 1
