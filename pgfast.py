@@ -4560,28 +4560,37 @@ async def cleanup_test_databases(
 
     Test databases of test runs still running on this host are theirs to drop, so they stay,
     and so do all templates while such a run goes on (it may be cloning one; templates do not
-    say whose they are). `older_than` (seconds) spares test databases younger than that, and
-    all templates. `only` limits the drop to those names (e.g. the list a user confirmed after a
-    `dry_run`): what has become ineligible since, such as a template a new run uses, stays.
+    say whose they are) or while a template is being built. `older_than` (seconds) spares test
+    databases younger than that, and all templates. `only` limits the drop to those names (e.g.
+    the list a user confirmed after a `dry_run`): what has become ineligible since, such as a
+    template a new run uses, stays.
     """
     keep = set(keep_templates)
     now = time.time()
     chosen = []
-    found = await list_test_databases(conn)
-    if any(db.running for db in found):
-        keep.update(db.name for db in found if db.kind != "test")
-    allowed = None if only is None else set(only)
-    for db in found:
-        if db.running or (allowed is not None and db.name not in allowed):
-            continue
-        if db.kind == "test":
-            if older_than is None or (db.created and now - db.created.timestamp() >= older_than):
+    # Templates are built under the build lock, by a run that has no test database yet: while
+    # another holds it every template stays (one is half-built, its builder connected to it),
+    # and holding it keeps a build from starting while templates are dropped.
+    locked = older_than is None and await conn.fetchval("SELECT pg_try_advisory_lock($1)", TEMPLATE_LOCK_KEY)
+    try:
+        found = await list_test_databases(conn)
+        if any(db.running for db in found) or not locked:
+            keep.update(db.name for db in found if db.kind != "test")
+        allowed = None if only is None else set(only)
+        for db in found:
+            if db.running or (allowed is not None and db.name not in allowed):
+                continue
+            if db.kind == "test":
+                if older_than is None or (db.created and now - db.created.timestamp() >= older_than):
+                    chosen.append(db.name)
+            elif older_than is None and db.name not in keep:
                 chosen.append(db.name)
-        elif older_than is None and db.name not in keep:
-            chosen.append(db.name)
-    if not dry_run:
-        for name in chosen:
-            await _drop_database(conn, name)
+        if not dry_run:
+            for name in chosen:
+                await _drop_database(conn, name)
+    finally:
+        if locked and not conn.is_closed():
+            await conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK_KEY)
     return chosen
 
 

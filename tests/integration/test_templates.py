@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import databases_named, fetch, pgfast_cli, start_pgfast
+from helpers import databases_named, fetch, pgfast_cli, start_pgfast, wait_for
 
 import pgfast
 
@@ -363,3 +363,23 @@ def test_db_with_fixtures_survives_a_run_of_other_migrations_dropping_the_templa
         # Both are built again: the template with fixtures is filled from a copy of the other.
         name = asyncio.run(one.create(fixtures=True))
         assert fetch(one.url(name), "SELECT count(*) AS n FROM a")[0]["n"] == 1
+
+
+def test_cli_cleanup_leaves_a_template_being_built(project: Path, own_server: str) -> None:
+    # A server of its own: `cleanup --all` drops every template no run is using.
+    app, elsewhere = project / "app", project / "elsewhere"
+    elsewhere.mkdir()  # no migrations here: the cleanup keeps no template by name
+    write_migrations(app, "CREATE TABLE a (id int);", "SELECT pg_sleep(3);")
+    half_built = "SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%' AND NOT datistemplate"
+    creating = start_pgfast(app, own_server, "test-db", "create")
+    try:
+        # The build's run has no test database yet, so no running run says the template is used.
+        wait_for(lambda: fetch(own_server, half_built), "the template build started")
+        cleanup = pgfast_cli(elsewhere, own_server, "test-db", "cleanup", "--all")
+        assert cleanup.returncode == 0, cleanup.stderr
+        _, err = creating.communicate(timeout=120)
+    finally:
+        if creating.poll() is None:
+            creating.kill()
+            creating.wait()
+    assert creating.returncode == 0, err
