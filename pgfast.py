@@ -4121,6 +4121,10 @@ class EmbeddedPostgres:
             _check_reachable(self.bindir, self.bin_source, self._owner)
         # Remembered at acquire(): the pid file goes with the directory if someone deletes it.
         self._postmaster: int | None = None
+        # This object's entry among the server's users: one per acquire(), not per process, so
+        # that one process using the server twice (the plugin's run and a lock report in it,
+        # both of run id pid) leaves it running until both have let go.
+        self._user = f"{os.getpid()}-{secrets.token_hex(4)}"
 
     @property
     def url(self) -> str:
@@ -4140,7 +4144,7 @@ class EmbeddedPostgres:
                     lock.unlink(missing_ok=True)  # nothing is left to join
                     raise
             (self.root / "users").mkdir(exist_ok=True)
-            (self.root / "users" / str(os.getpid())).touch()
+            (self.root / "users" / self._user).touch()
             with contextlib.suppress(OSError, ValueError, IndexError):
                 self._postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
         return self.url
@@ -4170,7 +4174,7 @@ class EmbeddedPostgres:
         then it runs until `EmbeddedPostgres.stop_kept()`."""
         with _file_lock(self.base / f"pgfast-pg-{self.run_id}.lock"):
             with contextlib.suppress(FileNotFoundError):
-                (self.root / "users" / str(os.getpid())).unlink()
+                (self.root / "users" / self._user).unlink()
             if keep_running:
                 (self.root / "kept").touch()
             elif not _live_users(self.root) and not (self.root / "kept").exists():
@@ -4441,7 +4445,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _live_users(root: Path) -> list[int]:
-    pids = [int(p.name) for p in (root / "users").glob("*") if p.name.isdigit()]
+    # An entry is named "PID-TOKEN": the process that acquired the server, and the acquire.
+    pids = [int(pid) for p in (root / "users").glob("*") if (pid := p.name.split("-")[0]).isdigit()]
     return [pid for pid in pids if _pid_alive(pid)]
 
 

@@ -1,5 +1,6 @@
 """The embedded throwaway PostgreSQL (no TEST_DATABASE_URL), db_transaction, `test-db server`."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -116,6 +117,43 @@ def test_a_killed_runs_server_is_stopped_by_the_next_run(project: Path) -> None:
     wait_for(lambda: not pid_alive(postmaster), "the next run stopped the killed run's server", timeout=10)
     assert not data_directory.parent.exists()
     assert not data_directory.parent.with_suffix(".lock").exists()
+
+
+def test_a_lock_report_inside_a_run_leaves_the_runs_server_running(project: Path) -> None:
+    # The lock report starts an embedded server of run id pid, as the plugin's does when run
+    # without xdist: in one process they are the same server, which the report's end stopped.
+    (project / "migrations/2_more_up.sql").write_text("ALTER TABLE items ADD COLUMN n int;")
+    (project / "tests/test_it.py").write_text(
+        "import pytest\n\nimport pgfast\n\n\n"
+        "def test_lock_report(pgfast_server_url, monkeypatch):\n"
+        "    monkeypatch.setenv('DATABASE_URL', pgfast_server_url)\n"
+        "    assert pgfast.main(['schema', 'up', '--dry-run', '--locks']) == 0\n\n\n"
+        "@pytest.mark.asyncio\nasync def test_after(isolated_db):\n"
+        "    assert await isolated_db.fetchval('SELECT count(*) FROM items') == 0\n"
+    )
+    result = run_without_server(project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_one_process_acquiring_a_server_twice_keeps_it_until_both_release(tmp_path: Path) -> None:
+    first = pgfast.EmbeddedPostgres(f"twice-{os.getpid()}")
+    url = first.acquire()
+    try:
+        with pgfast.EmbeddedPostgres(first.run_id) as again:
+            assert again == url
+
+        async def probe() -> int:
+            conn = await asyncpg.connect(url)
+            try:
+                return int(await conn.fetchval("SELECT 1"))
+            finally:
+                await conn.close()
+
+        assert asyncio.run(probe()) == 1  # still serving the first
+    finally:
+        first.release()
+    assert not first.root.exists()
 
 
 def test_testdb_server_prints_a_url_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
