@@ -3275,18 +3275,23 @@ async def _peer_connection(conn: "_Connection") -> "asyncpg.Connection[Any]":
 
 
 @contextlib.asynccontextmanager
-async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose: str) -> AsyncIterator[None]:
+async def _advisory_lock(
+    conn: "_Connection", key: int, timeout: float, purpose: str, *, server_wide: bool = False
+) -> AsyncIterator[None]:
     """Hold a session-level advisory lock, polling for it.
 
     A blocking pg_advisory_lock waiter would sit in a transaction that a concurrent
     CREATE INDEX CONCURRENTLY waits for, deadlocking both; polling leaves no such waiter.
+    Advisory locks are per database: `server_wide` also waits while a session holds `key` in
+    another database (test runs whose admin URLs name other databases share the server's
+    templates).
     """
     import asyncio
 
     deadline = time.monotonic() + timeout
-    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+    while not await _try_advisory_lock(conn, key, server_wide, deadline):
         if time.monotonic() >= deadline:
-            row = await _lock_holder(conn, key)
+            row = await _lock_holder(conn, key, server_wide=server_wide)
             database = await conn.fetchval("SELECT current_database()")
             holder = "a process that has since let go"
             if row is not None:
@@ -3314,13 +3319,42 @@ async def _advisory_lock(conn: "_Connection", key: int, timeout: float, purpose:
                 await _uncancelled(conn.execute("SELECT pg_advisory_unlock($1)", key), _FLUSH_LIMIT)
 
 
-async def _lock_holder(conn: "_Connection", key: int) -> "asyncpg.Record | None":
+async def _try_advisory_lock(conn: "_Connection", key: int, server_wide: bool, deadline: float) -> bool:
+    """Take `key` if free (in every database, if `server_wide`). Two sessions holding it in two
+    databases at once: the one with the higher pid lets go, the other keeps it and waits for
+    that (until `deadline`)."""
+    import asyncio
+
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        return False
+    try:
+        while server_wide and (other := await _lock_holder(conn, key, server_wide=True)) is not None:
+            if other["pid"] < await conn.fetchval("SELECT pg_backend_pid()") or time.monotonic() >= deadline:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                return False
+            await asyncio.sleep(LOCK_POLL_SECONDS)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await _uncancelled(conn.execute("SELECT pg_advisory_unlock($1)", key), _FLUSH_LIMIT)
+        raise
+    return True
+
+
+async def _lock_holder(
+    conn: "_Connection", key: int, *, server_wide: bool = False
+) -> "asyncpg.Record | None":
+    """Who holds `key` in this database (or, `server_wide`, another session, in any database)."""
+    where = (
+        "l.pid <> pg_backend_pid()"
+        if server_wide
+        else ("l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    )
     return await conn.fetchrow(
-        """SELECT a.pid, a.application_name, a.backend_start, a.client_addr::text AS client
+        f"""SELECT a.pid, a.application_name, a.backend_start, a.client_addr::text AS client
            FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-             AND l.classid::bigint = $1 AND l.objid::bigint = $2""",
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND {where}
+             AND l.classid::bigint = $1 AND l.objid::bigint = $2
+           ORDER BY a.pid LIMIT 1""",
         (key >> 32) & 0xFFFFFFFF,
         key & 0xFFFFFFFF,
     )
@@ -4011,7 +4045,9 @@ class IsolatedDatabases:
         assert self._admin is not None
         async with (
             self._admin.acquire() as conn,
-            _advisory_lock(conn, TEMPLATE_LOCK_KEY, self.lock_timeout, "test template build"),
+            _advisory_lock(
+                conn, TEMPLATE_LOCK_KEY, self.lock_timeout, "test template build", server_wide=True
+            ),
         ):
             done = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", kind.name)
             if not done:
@@ -4576,7 +4612,7 @@ async def cleanup_test_databases(
     # Templates are built under the build lock, by a run that has no test database yet: while
     # another holds it every template stays (one is half-built, its builder connected to it),
     # and holding it keeps a build from starting while templates are dropped.
-    locked = older_than is None and await conn.fetchval("SELECT pg_try_advisory_lock($1)", TEMPLATE_LOCK_KEY)
+    locked = older_than is None and await _try_advisory_lock(conn, TEMPLATE_LOCK_KEY, True, time.monotonic())
     try:
         found = await list_test_databases(conn)
         if any(db.running for db in found) or not locked:

@@ -383,3 +383,25 @@ def test_cli_cleanup_leaves_a_template_being_built(project: Path, own_server: st
             creating.kill()
             creating.wait()
     assert creating.returncode == 0, err
+
+
+def test_runs_whose_admin_urls_name_other_databases_build_one_at_a_time(
+    project: Path, own_server: str
+) -> None:
+    # Advisory locks are per database: the build lock taken in `postgres` did not stop a run
+    # connected to another database from dropping the template being built as half-built.
+    migrations = write_migrations(project, "CREATE TABLE a (id int);", "SELECT pg_sleep(2);")
+    fetch(own_server, "CREATE DATABASE other_admin")
+    half_built = "SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%' AND NOT datistemplate"
+    creating = start_pgfast(project, own_server, "test-db", "create")
+    try:
+        wait_for(lambda: fetch(own_server, half_built), "the template build started")
+        with pgfast.IsolatedDatabases(pgfast.database_url(own_server, "other_admin"), migrations) as other:
+            name = asyncio.run(other.create())
+            assert fetch(other.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
+        _, err = creating.communicate(timeout=120)
+    finally:
+        if creating.poll() is None:
+            creating.kill()
+            creating.wait()
+    assert creating.returncode == 0, err
