@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -365,24 +366,32 @@ def test_db_with_fixtures_survives_a_run_of_other_migrations_dropping_the_templa
         assert fetch(one.url(name), "SELECT count(*) AS n FROM a")[0]["n"] == 1
 
 
-def test_cli_cleanup_leaves_a_template_being_built(project: Path, own_server: str) -> None:
-    # A server of its own: `cleanup --all` drops every template no run is using.
-    app, elsewhere = project / "app", project / "elsewhere"
-    elsewhere.mkdir()  # no migrations here: the cleanup keeps no template by name
-    write_migrations(app, "CREATE TABLE a (id int);", "SELECT pg_sleep(3);")
+@contextlib.contextmanager
+def template_being_built(project: Path, server: str) -> Iterator[None]:
+    """`pgfast test-db create` in `project`, inside the block while it builds the template (a
+    slow migration keeps it there); it must succeed after the block."""
     half_built = "SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%' AND NOT datistemplate"
-    creating = start_pgfast(app, own_server, "test-db", "create")
+    creating = start_pgfast(project, server, "test-db", "create")
     try:
-        # The build's run has no test database yet, so no running run says the template is used.
-        wait_for(lambda: fetch(own_server, half_built), "the template build started")
-        cleanup = pgfast_cli(elsewhere, own_server, "test-db", "cleanup", "--all")
-        assert cleanup.returncode == 0, cleanup.stderr
+        wait_for(lambda: fetch(server, half_built), "the template build started")
+        yield
         _, err = creating.communicate(timeout=120)
     finally:
         if creating.poll() is None:
             creating.kill()
             creating.wait()
     assert creating.returncode == 0, err
+
+
+def test_cli_cleanup_leaves_a_template_being_built(project: Path, own_server: str) -> None:
+    # A server of its own: `cleanup --all` drops every template no run is using.
+    app, elsewhere = project / "app", project / "elsewhere"
+    elsewhere.mkdir()  # no migrations here: the cleanup keeps no template by name
+    write_migrations(app, "CREATE TABLE a (id int);", "SELECT pg_sleep(3);")
+    with template_being_built(app, own_server):
+        # The build's run has no test database yet, so no running run says the template is used.
+        cleanup = pgfast_cli(elsewhere, own_server, "test-db", "cleanup", "--all")
+        assert cleanup.returncode == 0, cleanup.stderr
 
 
 def test_runs_whose_admin_urls_name_other_databases_build_one_at_a_time(
@@ -392,16 +401,10 @@ def test_runs_whose_admin_urls_name_other_databases_build_one_at_a_time(
     # connected to another database from dropping the template being built as half-built.
     migrations = write_migrations(project, "CREATE TABLE a (id int);", "SELECT pg_sleep(2);")
     fetch(own_server, "CREATE DATABASE other_admin")
-    half_built = "SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%' AND NOT datistemplate"
-    creating = start_pgfast(project, own_server, "test-db", "create")
-    try:
-        wait_for(lambda: fetch(own_server, half_built), "the template build started")
-        with pgfast.IsolatedDatabases(pgfast.database_url(own_server, "other_admin"), migrations) as other:
-            name = asyncio.run(other.create())
-            assert fetch(other.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
-        _, err = creating.communicate(timeout=120)
-    finally:
-        if creating.poll() is None:
-            creating.kill()
-            creating.wait()
-    assert creating.returncode == 0, err
+    other_admin = pgfast.database_url(own_server, "other_admin")
+    with (
+        template_being_built(project, own_server),
+        pgfast.IsolatedDatabases(other_admin, migrations) as other,
+    ):
+        name = asyncio.run(other.create())
+        assert fetch(other.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
