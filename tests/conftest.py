@@ -6,6 +6,7 @@ starts for the run: the same fixture (`pgfast_server_url`) users get.
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,11 @@ import pytest_asyncio
 import pgfast
 
 SCHEMA = Path(__file__).parent / "schema"
+
+# A run started in the background (nohup, `&` in a script) has SIGINT ignored, and the processes
+# the Ctrl-C tests interrupt would inherit that; a handler of ours becomes the default at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
