@@ -4716,7 +4716,8 @@ async def drop_templates(
     conn: "_Connection", migrations: Sequence[Migration], *, keep: Iterable[str] = ()
 ) -> list[str]:
     """Drop the templates of the project `migrations` belong to (any version of them), except
-    `keep`; return their names. A template in use by a run of other migrations stays for later."""
+    `keep`; return their names. A clone under way from one finishes first (DROP waits for it); a
+    run of other migrations still going rebuilds its template when it next needs one."""
     project = _project_key(migrations)
     dropped = []
     for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pgfast\\_tpl\\_%'"):
