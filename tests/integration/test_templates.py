@@ -408,3 +408,43 @@ def test_runs_whose_admin_urls_name_other_databases_build_one_at_a_time(
     ):
         name = asyncio.run(other.create())
         assert fetch(other.url(name), "SELECT to_regclass('a') IS NOT NULL AS ok")[0]["ok"]
+
+
+def test_a_clone_marked_a_template_is_dropped_like_any_other(project: Path, postgres_server: str) -> None:
+    # The drop unmarks a template on one connection; IsolatedDatabases hands it its admin pool.
+    migrations = write_migrations(project, "CREATE TABLE a (id int);")
+    with pgfast.IsolatedDatabases(postgres_server, migrations) as databases:
+        name = asyncio.run(databases.create())
+        fetch(postgres_server, f'ALTER DATABASE "{name}" IS_TEMPLATE true')
+        asyncio.run(databases.drop(name))
+        assert databases_named(postgres_server, name) == []
+
+
+def test_a_clean_up_cancelled_in_an_anyio_scope_lets_go_of_the_build_lock(own_server: str) -> None:
+    # anyio cancels every await in a cancelled scope again: an unlock awaited plainly in the
+    # clean-up's `finally` never ran, and the build lock stayed with the caller's connection,
+    # holding up every template build on the server.
+    anyio = pytest.importorskip("anyio")
+    victim = f"pgfast_test_00beef_0_{int(time.time())}_1"
+    fetch(own_server, f'CREATE DATABASE "{victim}"')
+
+    async def check() -> None:
+        blocker = await asyncpg.connect(own_server)
+        conn = await asyncpg.connect(own_server)
+        try:
+            # A row lock on the database's catalog row holds its DROP up.
+            await blocker.execute("BEGIN")
+            await blocker.execute("SELECT 1 FROM pg_database WHERE datname = $1 FOR UPDATE", victim)
+            with anyio.move_on_after(1.0) as scope:
+                await pgfast.cleanup_test_databases(conn, only=[victim])
+            assert scope.cancelled_caught
+            await blocker.execute("ROLLBACK")
+            assert not conn.is_closed()
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            assert await conn.fetchval(held) == 0
+        finally:
+            await blocker.close()
+            await conn.close()
+
+    anyio.run(check)
+    fetch(own_server, f'DROP DATABASE IF EXISTS "{victim}"')
