@@ -3315,9 +3315,7 @@ async def _advisory_lock(
     try:
         yield
     finally:
-        if not conn.is_closed():
-            with contextlib.suppress(Exception):  # awaited to its end even in a cancelled anyio scope
-                await _uncancelled(conn.execute("SELECT pg_advisory_unlock($1)", key), _FLUSH_LIMIT)
+        await _let_go(conn, key)
 
 
 async def _try_advisory_lock(conn: "_Connection", key: int, server_wide: bool, deadline: float) -> bool:
@@ -3330,15 +3328,22 @@ async def _try_advisory_lock(conn: "_Connection", key: int, server_wide: bool, d
         return False
     try:
         while server_wide and (other := await _lock_holder(conn, key, server_wide=True)) is not None:
-            if other["pid"] < await conn.fetchval("SELECT pg_backend_pid()") or time.monotonic() >= deadline:
+            if other["pid"] < conn.get_server_pid() or time.monotonic() >= deadline:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
                 return False
             await asyncio.sleep(LOCK_POLL_SECONDS)
     except BaseException:
-        with contextlib.suppress(Exception):
-            await _uncancelled(conn.execute("SELECT pg_advisory_unlock($1)", key), _FLUSH_LIMIT)
+        await _let_go(conn, key)
         raise
     return True
+
+
+async def _let_go(conn: "_Connection", key: int) -> None:
+    """Release a session-level advisory lock, awaited to its end even in a cancelled anyio scope
+    (a lock left held would stay with the connection for as long as it lives)."""
+    if not conn.is_closed():
+        with contextlib.suppress(Exception):
+            await _uncancelled(conn.execute("SELECT pg_advisory_unlock($1)", key), _FLUSH_LIMIT)
 
 
 async def _lock_holder(
@@ -4021,7 +4026,8 @@ class IsolatedDatabases:
 
     async def _drop(self, name: str) -> None:
         assert self._admin is not None
-        await _drop_database(self._admin, name)
+        async with self._admin.acquire() as conn:  # a template is unmarked under a lock: one connection
+            await _drop_database(conn, name)
         self._live.discard(name)
 
     async def _keep(self, name: str) -> str:
@@ -4632,10 +4638,8 @@ async def cleanup_test_databases(
             for name in chosen:
                 await _drop_database(conn, name)
     finally:
-        if locked and not conn.is_closed():
-            unlock = conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK_KEY)
-            with contextlib.suppress(Exception):  # awaited to its end even in a cancelled anyio scope
-                await _uncancelled(unlock, _FLUSH_LIMIT)
+        if locked:
+            await _let_go(conn, TEMPLATE_LOCK_KEY)
     return chosen
 
 
@@ -4750,7 +4754,7 @@ def _project_key(migrations: Sequence[Migration]) -> str:
     return _short_hash(json.dumps(dirs))
 
 
-async def _drop_database(conn: Any, name: str) -> None:
+async def _drop_database(conn: "_Connection", name: str) -> None:
     """Drop one of pgfast's databases (never another's), templates and open sessions included."""
     if not (_TEST_DB.fullmatch(name) or _TEMPLATE_DB.fullmatch(name)):
         raise ConfigError(
@@ -4763,9 +4767,6 @@ async def _drop_database(conn: Any, name: str) -> None:
     # at a time, under a lock in the database `conn` is on, and the second sees the first's work.
     is_template = "SELECT datistemplate FROM pg_database WHERE datname = $1"
     if await conn.fetchval(is_template, name):
-        if not hasattr(conn, "transaction"):  # a pool: the lock and the ALTER need one connection
-            async with conn.acquire() as one:
-                return await _drop_database(one, name)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"pgfast drop {name}")
             if await conn.fetchval(is_template, name):
